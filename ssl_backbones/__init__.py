@@ -1,0 +1,1 @@
+"""target-ssl: ssl_backbones."""
