@@ -10,14 +10,10 @@ Each prints a markdown table and writes JSON (`--out`).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pretrain import benchmark as pretrain_benchmark  # noqa: E402
-from transfer.detection import benchmark as det_benchmark  # noqa: E402
-from transfer.segmentation import benchmark as seg_benchmark  # noqa: E402
+from pretrain import benchmark as pretrain_benchmark
+from transfer.detection import benchmark as det_benchmark
+from transfer.segmentation import benchmark as seg_benchmark
 
 SUITES = {"pretrain": pretrain_benchmark, "det": det_benchmark, "seg": seg_benchmark}
 
