@@ -1,0 +1,85 @@
+"""Stop cleanly, with a checkpoint and advice, when the loss stops being finite or on Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["NonFiniteLossError", "check_finite", "save_on_interrupt"]
+
+_log = logging.getLogger("target_ssl")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, message: str, step: int, value: float) -> None:
+        super().__init__(message)
+        self.step = step
+        self.value = value
+
+
+def _as_float(x: torch.Tensor | float) -> float:
+    if isinstance(x, torch.Tensor):
+        return float(x.detach().float().sum().item()) if x.numel() != 1 else float(x.detach().item())
+    return float(x)
+
+
+def check_finite(
+    loss: torch.Tensor | float,
+    step: int,
+    on_fail: Callable[[], Any] | None = None,
+    components: Mapping[str, torch.Tensor | float] | None = None,
+) -> None:
+    """Raise :class:`NonFiniteLossError` if ``loss`` is NaN/inf, after calling ``on_fail()``.
+
+    Args:
+        loss: the scalar training loss (reading it synchronises with the GPU; loops usually do
+            that anyway to log it).
+        step: the optimizer step, for the message.
+        on_fail: e.g. ``lambda: ckpt.save_named(state(), "nonfinite")``; whatever it returns (a
+            path) is quoted in the message. If it raises, that is reported and the loss error is
+            still raised.
+        components: optional named loss terms; the non-finite ones are named in the message.
+    """
+    value = _as_float(loss)
+    if math.isfinite(value):
+        return
+    saved = ""
+    if on_fail is not None:
+        try:
+            result = on_fail()
+            if result is not None:
+                saved = f" State saved to {result}."
+        except Exception as e:  # the loss error is the one to surface
+            _log.error("on_fail callback failed while handling a non-finite loss: %r", e)
+            saved = f" (Saving state failed: {type(e).__name__}: {e}.)"
+    bad = ""
+    if components:
+        names = [k for k, v in components.items() if not math.isfinite(_as_float(v))]
+        if names:
+            bad = f" Non-finite terms: {', '.join(names)}."
+    raise NonFiniteLossError(
+        f"loss is {value} at step {step}.{bad}{saved} Things to try: lower the learning rate or "
+        "lengthen the warmup (--set optim.lr=... optim.warmup_steps=...); enable gradient clipping "
+        "(optim.clip_grad=1.0); train in fp32 (run.precision=fp32), since fp16 overflows easily; "
+        "check the data for corrupt images or degenerate targets (empty / zero-size boxes).",
+        step=step,
+        value=value,
+    )
+
+
+@contextlib.contextmanager
+def save_on_interrupt(save: Callable[[], Any]) -> Iterator[None]:
+    """On KeyboardInterrupt inside the block, call ``save()`` (e.g. a checkpoint) and re-raise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        result = save()
+        _log.warning("interrupted; state saved%s", f" to {result}" if result is not None else "")
+        raise
