@@ -1,0 +1,237 @@
+"""ADE20k-layout semantic segmentation data: file discovery, class names, decoding, datasets.
+
+Layout (ADE20k's `ADEChallengeData2016/` release; any dataset in the same layout works):
+
+    root/images/training/*.jpg        root/annotations/training/*.png     (same stems)
+    root/images/validation/*.jpg      root/annotations/validation/*.png
+    root/classes.txt                  one class name per line (optional: or objectInfo150.txt,
+                                      or the names in the config)
+
+Annotations are single-channel PNGs of class ids. With `reduce_zero_label` (ADE20k) id 0 means
+"other" and becomes the ignore label 255, and ids 1..K become 0..K-1.
+
+A training sample's augmentation draws from `np.random.default_rng([seed, epoch, index])`, so it
+depends only on what is sampled, not on the worker that loads it: resuming reproduces it exactly.
+Unreadable files are skipped and counted (training substitutes the next readable sample; the
+count travels with the batch so the loop can stop when too many are broken).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .model import IGNORE_INDEX
+from .transforms import EvalTransform, TrainTransform
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SPLITS = {"train": "training", "val": "validation"}
+MAX_CONSECUTIVE_SKIPS = 10
+
+EXPECTED_LAYOUT = """expected an ADE20k-style layout:
+  {root}/
+    images/training/*.jpg          annotations/training/*.png     (same file stems)
+    images/validation/*.jpg        annotations/validation/*.png   (uint8 class ids; 0 = ignore for ADE20k)
+    classes.txt                    one class name per line (or objectInfo150.txt, or data.classes in the config)
+Fix: point data.root (--data-root / --set data.root=...) at the folder that holds images/ and annotations/."""
+
+_log = logging.getLogger("target_ssl")
+
+
+class UnreadableFileError(OSError):
+    """An image or annotation file could not be decoded."""
+
+
+def _layout_error(root: Path, problem: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{problem}\n" + EXPECTED_LAYOUT.format(root=root))
+
+
+def read_class_names(root: str | Path, classes: Sequence[str] | None = None) -> list[str]:
+    """Class names in label order: `classes` if given, else `root/classes.txt`, else ADE20k's
+    `root/objectInfo150.txt` (tab-separated, name in the last column, `;`-separated synonyms)."""
+    if classes:
+        return [str(c) for c in classes]
+    root = Path(root)
+    txt = root / "classes.txt"
+    if txt.is_file():
+        names = [line.strip() for line in txt.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not names:
+            raise ValueError(f"{txt} is empty; write one class name per line")
+        return names
+    info = root / "objectInfo150.txt"
+    if info.is_file():
+        rows = [line.split("\t") for line in info.read_text(encoding="utf-8").splitlines() if line.strip()]
+        body = rows[1:] if rows and not rows[0][0].strip().isdigit() else rows  # skip the header
+        return [r[-1].strip().split(";")[0] for r in body]
+    raise _layout_error(root, f"no class names for {root}: neither classes.txt nor objectInfo150.txt exists "
+                              "and data.classes is not set")
+
+
+def list_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
+    """(image, annotation) paths of `split` ("train" / "val"), sorted by file name.
+
+    Raises:
+        FileNotFoundError: missing root / folders, no images, or images without annotations; the
+            message shows the expected layout.
+    """
+    root = Path(root).expanduser()
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if not root.is_dir():
+        raise _layout_error(root, f"dataset root {root} does not exist")
+    img_dir, ann_dir = root / "images" / SPLITS[split], root / "annotations" / SPLITS[split]
+    for d in (img_dir, ann_dir):
+        if not d.is_dir():
+            raise _layout_error(root, f"missing folder {d}")
+    images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise _layout_error(root, f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {img_dir}")
+    pairs = [(p, ann_dir / f"{p.stem}.png") for p in images]
+    missing = [a for _, a in pairs if not a.is_file()]
+    if missing:
+        raise _layout_error(
+            root, f"{len(missing)} of {len(pairs)} images in {img_dir} have no annotation, e.g. {missing[0]}"
+        )
+    return pairs
+
+
+def load_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise UnreadableFileError(f"cannot decode image {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def label_lut(reduce_zero_label: bool) -> np.ndarray:
+    """256-entry uint8 lookup: identity, or ADE20k's 0 -> 255, x -> x - 1 (255 stays ignored)."""
+    lut = np.arange(256, dtype=np.int64)
+    if reduce_zero_label:
+        lut = lut - 1
+        lut[0] = IGNORE_INDEX
+        lut[255] = IGNORE_INDEX
+    return lut.astype(np.uint8)
+
+
+def load_label(path: Path, num_classes: int, reduce_zero_label: bool = True) -> np.ndarray:
+    """(H, W) uint8 class ids in [0, K) or 255, read with PIL (palette PNGs keep their indices)."""
+    try:
+        with Image.open(path) as im:
+            raw = np.asarray(im)
+    except (OSError, ValueError) as e:
+        raise UnreadableFileError(f"cannot decode annotation {path}: {e}") from e
+    if raw.ndim != 2 or raw.dtype != np.uint8:
+        raise ValueError(
+            f"annotation {path} is {raw.dtype} with shape {raw.shape}; expected a single-channel 8-bit PNG "
+            "of class ids (not a colour rendering)"
+        )
+    label = label_lut(reduce_zero_label)[raw]
+    bad = (label != IGNORE_INDEX) & (label >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"annotation {path} has class id {int(raw[bad].max())} but the dataset has {num_classes} classes "
+            f"(reduce_zero_label={reduce_zero_label}); set data.num_classes / data.classes to match the labels"
+        )
+    return label
+
+
+class SegDataset(Dataset):
+    """Image / label pairs of one split with the train or eval pipeline.
+
+    Training items: {"image": (3, c, c) float, "label": (c, c) long, "skipped": int}.
+    Evaluation items: {"image": (3, h', w') float resized, "label": (H, W) long at the original
+    size, "index": int, "skipped": 0} or, for an unreadable pair, {"skipped": 1, "error": str}.
+
+    Args:
+        root: dataset folder (see module doc).
+        split: "train" or "val".
+        num_classes: K.
+        transform: `TrainTransform` (random, uses `seed` / `epoch`) or `EvalTransform`.
+        reduce_zero_label: ADE20k's label convention.
+        seed: base seed of the augmentation streams.
+        max_images: keep only the first N pairs (quick evaluations).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        num_classes: int,
+        transform: TrainTransform | EvalTransform,
+        reduce_zero_label: bool = True,
+        seed: int = 0,
+        max_images: int | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.pairs = list_pairs(self.root, split)[:max_images]
+        self.num_classes = num_classes
+        self.transform = transform
+        self.reduce_zero_label = reduce_zero_label
+        self.seed = seed
+        self.epoch = 0  # set by the loop before each epoch's loader iterator is created
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode pair `index` -> image (H, W, 3) uint8 RGB, label (H, W) uint8."""
+        img_path, ann_path = self.pairs[index]
+        image = load_image(img_path)
+        label = load_label(ann_path, self.num_classes, self.reduce_zero_label)
+        if image.shape[:2] != label.shape:
+            raise ValueError(
+                f"image {img_path} is {image.shape[1]}x{image.shape[0]} but its annotation {ann_path} is "
+                f"{label.shape[1]}x{label.shape[0]}; they must have the same size"
+            )
+        return image, label
+
+    def __getitem__(self, index: int) -> dict:
+        if isinstance(self.transform, EvalTransform):
+            try:
+                image, label = self.read(index)
+            except UnreadableFileError as e:
+                _log.warning("skipping unreadable validation pair: %s", e)
+                return {"skipped": 1, "error": str(e)}
+            img_t, lbl_t = self.transform(image, label)
+            return {"image": img_t, "label": lbl_t, "index": index, "skipped": 0}
+        errors = []
+        for k in range(MAX_CONSECUTIVE_SKIPS):
+            i = (index + k) % len(self)
+            try:
+                image, label = self.read(i)
+            except UnreadableFileError as e:
+                _log.warning("skipping unreadable training pair: %s", e)
+                errors.append(str(e))
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            img_t, lbl_t = self.transform(image, label, rng)
+            return {"image": img_t, "label": lbl_t, "skipped": k}
+        raise UnreadableFileError(
+            f"{MAX_CONSECUTIVE_SKIPS} consecutive training pairs could not be read, e.g. {errors[0]}; "
+            f"check the files under {self.root}"
+        )
+
+
+def collate_train(samples: list[dict]) -> dict:
+    """Stack training samples -> {"image": (B, 3, c, c), "label": (B, c, c), "skipped": int}."""
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "label": torch.stack([s["label"] for s in samples]),
+        "skipped": sum(s["skipped"] for s in samples),
+    }
+
+
+def collate_single(samples: list[dict]) -> dict:
+    """Evaluation runs one image at a time (sizes differ): unwrap the 1-element batch."""
+    return samples[0]
