@@ -365,7 +365,18 @@ def _parse_text(text: str, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and issubclass(tp, PurePath):
         return tp(_unquote(stripped))
     if tp in (tuple, list) or origin in (tuple, list, Sequence, typing.Sequence):
-        value = _literal_eval(stripped, key, tp) if stripped else ()
+        if not stripped:
+            value: Any = ()
+        else:
+            try:
+                value = ast.literal_eval(stripped)
+            except (ValueError, SyntaxError):
+                if args and args[0] is str:
+                    value = [v.strip() for v in stripped.split(",")]  # "a,b" for tuple[str, ...]
+                else:
+                    raise ConfigError(
+                        f"{key}: cannot parse {text!r} as {_type_name(tp)} (a Python literal)"
+                    ) from None
         if not isinstance(value, (tuple, list)):
             value = (value,)  # "milestones=27" -> (27,)
         return _coerce(value, tp, key)

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +147,12 @@ class ThroughputMeter:
 
     Args:
         window: number of recent steps the rate is averaged over (skips early warm-up noise).
+        clock: monotonic seconds (injectable for tests).
     """
 
-    def __init__(self, window: int = 20) -> None:
+    def __init__(self, window: int = 20, clock: Callable[[], float] = time.perf_counter) -> None:
         self.window = window
+        self._clock = clock
         self._times: deque[float] = deque(maxlen=window + 1)
         self._counts: deque[int] = deque(maxlen=window + 1)
         self.reset()
@@ -158,11 +160,11 @@ class ThroughputMeter:
     def reset(self) -> None:
         self._times.clear()
         self._counts.clear()
-        self._times.append(time.perf_counter())
+        self._times.append(self._clock())
         self._counts.append(0)
 
     def update(self, n: int) -> None:
-        self._times.append(time.perf_counter())
+        self._times.append(self._clock())
         self._counts.append(self._counts[-1] + int(n))
 
     @property

@@ -30,6 +30,7 @@ class DataCfg:
     subset: int | None = None
     flip: bool = True
     cache: Path = Path("cache")
+    classes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -132,6 +133,7 @@ def test_typed_overrides() -> None:
             "data.flip=false",
             "data.mean=0,0,0",
             "data.cache=/tmp/c",
+            "data.classes=cat, dog",
             "run.precision=bf16",
             "run.resume=auto",
             "run.allow_pickle=yes",
@@ -152,6 +154,7 @@ def test_typed_overrides() -> None:
         subset=100,
         flip=False,
         cache=Path("/tmp/c"),
+        classes=("cat", "dog"),
     )
     assert isinstance(cfg.data.mean[0], float) and isinstance(cfg.data.scales, tuple)
     assert cfg.run.precision == "bf16" and cfg.run.resume == "auto" and cfg.run.allow_pickle is True

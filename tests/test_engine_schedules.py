@@ -54,6 +54,16 @@ def test_warmup_multistep_matches_mask_rcnn_3x() -> None:
         assert sched(s) == pytest.approx(expected, abs=1e-12), s
 
 
+def test_warmup_multistep_exact_at_milestones_for_long_runs() -> None:
+    # A 6x COCO schedule is ~528k iterations; the drop must land exactly on the milestone step.
+    total = 72 * 7330
+    milestones = [66 * 7330, 69 * 7330]
+    sched = warmup_multistep(total, milestones, warmup_steps=500)
+    for m, before, after in [(milestones[0], 1.0, 0.1), (milestones[1], 0.1, 0.01)]:
+        assert sched(m - 1) == pytest.approx(before)
+        assert sched(m) == pytest.approx(after)
+
+
 def test_warmup_multistep_warmup_reaches_decayed_value() -> None:
     # Warmup ramps into whatever the step schedule is at the end of warmup.
     sched = warmup_multistep(100, [5], gamma=0.5, warmup_steps=10, warmup_start=0.0)
