@@ -1,0 +1,172 @@
+"""Typed configuration of a pretraining run (dataclasses; `--set section.field=value` overrides).
+
+`default_config(method, data)` gives the reference hyper-parameters (BEiT's for BEiT and SplitMask,
+MAE's for MAE; the demo's small sizes for `data="demo"`); `tools/pretrain.py` applies its flags and
+`--set` overrides on top. Derived values (lr from blr, warmup steps, epochs from the constant-updates
+rule) are resolved by `pretrain.loop.train` and written to the run's `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.config import OptimConfig, RunConfig
+
+__all__ = [
+    "DataConfig",
+    "MaskConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "ScheduleConfig",
+    "TokenizerConfig",
+    "IMAGENET_TRAIN_IMAGES",
+    "PAPER_EPOCHS",
+    "default_config",
+    "resolve_epochs",
+]
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+# Table 3 of the SplitMask paper (constant number of updates); LVIS trains on COCO's images.
+PAPER_EPOCHS = {"coco": 3000, "lvis": 3000, "ade20k": 21000}
+MAX_AUTO_EPOCHS = 5000
+
+
+@dataclass
+class DataConfig:
+    """Which unlabeled images, how they are augmented, and how broken files are tolerated."""
+
+    name: Literal["coco", "ade20k", "lvis", "folder", "demo"] = "demo"
+    root: str | None = None
+    augment: Literal["auto", "default", "ade20k", "small"] = "auto"  # auto: ade20k for --data ade20k
+    img_size: int = 224
+    num_workers: int = 8
+    max_images: int | None = None  # use only the first N files (quick experiments)
+    max_broken_fraction: float = 0.01
+    broken_check_after: int = 1000  # attempted images before the fraction is enforced
+    max_retries: int = 10  # replacement images tried for one broken sample
+
+
+@dataclass
+class MaskConfig:
+    """Masking. kind "auto": uniform for the `small` augmentation recipe, else the method's default
+    (block-wise for SplitMask / BEiT; MAE always masks uniformly on the device)."""
+
+    kind: Literal["auto", "block", "uniform"] = "auto"
+    uniform_ratio: float = 0.75
+    min_block: int | None = None  # None: 16 at 14x14, scaled with the grid
+    max_block: int | None = None  # None: SplitMask 75 at 14x14 (scaled), BEiT = its masked count
+    beit_num_masked: int | None = None  # None: 75 at 14x14, scaled with the grid
+
+
+@dataclass
+class TokenizerConfig:
+    kind: Literal["random_projection", "random_patches", "kmeans"] = "random_projection"
+    vocab_size: int = 8192
+    patch_size: int = 8
+    downsample: int = 2
+    num_samples: int = 3_000_000  # patches sampled for random_patches / kmeans (3M in the paper)
+    kmeans_iters: int = 300
+    kmeans_batch: int = 16384
+
+
+@dataclass
+class ModelConfig:
+    method: Literal["splitmask", "beit", "mae"] = "splitmask"
+    arch: str = "vit_small"
+    patch_size: int = 16
+    pos_embed: Literal["sincos", "learned"] = "sincos"
+    drop_path: float = 0.1
+    layer_scale: float | None = None  # None: 0.1 for BEiT, none otherwise; 0 disables
+    embed_dim: int | None = None  # size overrides of the named arch (tests, custom sizes)
+    depth: int | None = None
+    num_heads: int | None = None
+    grad_checkpointing: bool = False
+    init: str | None = None  # start the encoder from this checkpoint (e.g. MAE pre-pretraining)
+    # SplitMask
+    decoder_depth: int = 2
+    tau: float = 0.2
+    use_mim: bool = True
+    use_contrastive: bool = True
+    contrastive_weight: float = 1.0
+    # MAE
+    mae_decoder_dim: int = 512
+    mae_decoder_depth: int = 8
+    mae_decoder_heads: int = 16
+    mae_mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    """Length and batch. lr = blr * (batch_size * world_size * accum_iter) / 256 unless blr is None,
+    in which case optim.lr is used as given."""
+
+    epochs: int | None = None  # None = auto (constant-updates rule, see resolve_epochs)
+    batch_size: int = 64  # per process
+    accum_iter: int = 1
+    blr: float | None = 1.5e-3 * 256 / 2048  # BEiT: 1.5e-3 at batch 2048
+    warmup_epochs: float | None = None  # None: 10 of 300 ImageNet epochs-equivalent = epochs / 30
+    stop_at_step: int | None = None  # halt (with a checkpoint) after this many updates; schedule unchanged
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            lr=1.5e-3,
+            weight_decay=0.05,
+            betas=(0.9, 0.999),
+            clip_grad=3.0,
+            schedule="cosine",
+            warmup_start=0.0,
+        )
+    )
+    run: RunConfig = field(
+        default_factory=lambda: RunConfig(output_dir="runs/pretrain", ckpt_every_steps=1000)
+    )
+
+
+def default_config(method: str = "splitmask", data: str = "demo") -> PretrainConfig:
+    """Reference hyper-parameters for `method` on `data`.
+
+    BEiT / SplitMask: AdamW (0.9, 0.999), wd 0.05, blr 1.875e-4 (1.5e-3 at 2048), clip 3.0.
+    MAE: AdamW (0.9, 0.95), blr 1.5e-4, no clipping. Demo: 128 px, batch 16, 2 workers.
+    """
+    cfg = PretrainConfig()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, method=method))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=data))
+    if method == "mae":
+        cfg = dataclasses.replace(
+            cfg,
+            optim=dataclasses.replace(cfg.optim, betas=(0.9, 0.95), clip_grad=None),
+            schedule=dataclasses.replace(cfg.schedule, blr=1.5e-4),
+        )
+    if data == "demo":
+        cfg = dataclasses.replace(
+            cfg,
+            data=dataclasses.replace(cfg.data, img_size=128, num_workers=2),
+            schedule=dataclasses.replace(cfg.schedule, batch_size=16),
+        )
+    return cfg
+
+
+def resolve_epochs(dataset: str, num_images: int, epochs: int | None) -> int:
+    """Epochs of a run: `epochs` if given, else the constant-updates rule of the paper (Table 3).
+
+    COCO and LVIS 3,000, ADE20k 21,000; any other data as many updates as 300 ImageNet epochs
+    (300 * 1,281,167 / N epochs at equal batch size), capped at 5,000 epochs.
+    """
+    if epochs is not None:
+        if epochs <= 0:
+            raise ValueError(f"epochs must be positive, got {epochs}")
+        return epochs
+    if dataset in PAPER_EPOCHS:
+        return PAPER_EPOCHS[dataset]
+    return max(1, min(MAX_AUTO_EPOCHS, round(300 * IMAGENET_TRAIN_IMAGES / num_images)))

@@ -1,0 +1,379 @@
+"""Unlabeled images for pretraining: where they come from, how they are augmented, what breaks.
+
+Sources (`--data`):
+- `coco`: `<root>/train2017/`; the files listed by `<root>/annotations/instances_train2017.json` when
+  that json exists, otherwise every image in the folder;
+- `lvis`: LVIS v1 uses the COCO images: `<root>` is a COCO root; `lvis_v1_train.json` (in `<root>` or
+  `<root>/annotations`), if present, lists the files (its `coco_url`s name `train2017/...` or
+  `val2017/...`), otherwise `train2017/` as for `coco`;
+- `ade20k`: `<root>/images/training/` (`<root>` = ADEChallengeData2016 or its parent);
+- `folder`: every image anywhere under `<root>` (no class sub-folders needed);
+- `demo`: the built-in demo set (`engine.demo_data.ensure_demo_coco`), generated on first use.
+
+Roots default to `$TARGET_SSL_<DATA>_ROOT` (e.g. `TARGET_SSL_COCO_ROOT`), else
+`$TARGET_SSL_DATA_ROOT/<coco|ADEChallengeData2016|images>`.
+
+Determinism: the augmentation and the mask of sample i in epoch e depend only on (seed, e, i): each
+`__getitem__` seeds its own numpy generator and a forked torch RNG from them. So a resumed run sees
+exactly the same batches as an uninterrupted one, whatever the number of workers.
+
+Broken images (unreadable, truncated) are never fatal one by one: the sample is replaced by another
+image drawn from the same seeded generator and the failure is counted in the batch (`"broken"`,
+`"broken_files"`); `BrokenImageMonitor` stops the run when their fraction gets too high.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode, v2
+
+from engine.distributed import all_gather_object, all_reduce_sum
+
+__all__ = [
+    "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMG_EXTENSIONS",
+    "AUGMENTATIONS",
+    "BrokenImageMonitor",
+    "BrokenImagesError",
+    "DatasetLayoutError",
+    "UnlabeledImages",
+    "build_transform",
+    "collate",
+    "list_images",
+    "resolve_root",
+]
+
+DATASETS = ("coco", "ade20k", "lvis", "folder", "demo")
+AUGMENTATIONS = ("default", "ade20k", "small")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_ENV_DEFAULT_SUBDIR = {"coco": "coco", "lvis": "coco", "ade20k": "ADEChallengeData2016", "folder": "images"}
+
+_LAYOUTS = {
+    "coco": (
+        "COCO 2017 layout:\n"
+        "  <root>/train2017/*.jpg\n"
+        "  <root>/annotations/instances_train2017.json   (optional: lists the training images)"
+    ),
+    "lvis": (
+        "LVIS v1 uses the COCO 2017 images; pass the COCO root:\n"
+        "  <root>/train2017/*.jpg  (and val2017/*.jpg if the LVIS json lists them)\n"
+        "  <root>/lvis_v1_train.json or <root>/annotations/lvis_v1_train.json   (optional)"
+    ),
+    "ade20k": (
+        "ADE20k layout:\n"
+        "  <root>/images/training/*.jpg        (<root> = ADEChallengeData2016, or its parent)\n"
+        "  <root>/annotations/training/*.png   (not needed for pretraining)"
+    ),
+    "folder": "any folder tree with images (" + ", ".join(IMG_EXTENSIONS) + ") at any depth",
+}
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """The dataset root is missing or does not have the expected layout."""
+
+
+class BrokenImagesError(RuntimeError):
+    """Too many training images could not be decoded."""
+
+
+def _env_var(name: str) -> str:
+    return f"TARGET_SSL_{name.upper()}_ROOT"
+
+
+def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
+    """The dataset root: `root` if given, else `$TARGET_SSL_<NAME>_ROOT`, else `$TARGET_SSL_DATA_ROOT/<sub>`."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if name == "demo":
+        from engine.demo_data import ensure_demo_coco
+
+        return ensure_demo_coco() if root is None else ensure_demo_coco(Path(root))
+    if root is None:
+        root = os.environ.get(_env_var(name))
+    if root is None and os.environ.get("TARGET_SSL_DATA_ROOT"):
+        root = Path(os.environ["TARGET_SSL_DATA_ROOT"]) / _ENV_DEFAULT_SUBDIR[name]
+    if root is None:
+        raise DatasetLayoutError(
+            f"no root given for --data {name}: pass --data-root DIR, or set {_env_var(name)} "
+            f"(or TARGET_SSL_DATA_ROOT). Expected {_LAYOUTS[name]}"
+        )
+    return Path(root).expanduser()
+
+
+def _layout_error(name: str, root: Path, problem: str) -> DatasetLayoutError:
+    return DatasetLayoutError(f"--data {name} --data-root {root}: {problem}.\nExpected {_LAYOUTS[name]}")
+
+
+def _scan(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+
+
+def _listed_files(name: str, root: Path, json_path: Path, entries: list[str]) -> list[Path]:
+    """Files named by an annotation json; missing ones are an error naming a few of them."""
+    files = [root / e for e in entries]
+    missing = [f for f in files if not f.is_file()]
+    if len(missing) == len(files):
+        raise _layout_error(
+            name, root, f"none of the {len(files)} images listed in {json_path} exist (e.g. {missing[0]})"
+        )
+    if missing:
+        examples = ", ".join(str(m) for m in missing[:3])
+        raise _layout_error(
+            name,
+            root,
+            f"{len(missing)} of the {len(files)} images listed in {json_path} are missing (e.g. {examples}); "
+            "complete the download or remove the json to use the files that are there",
+        )
+    return files
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatasetLayoutError(
+            f"cannot read {path} ({e}); re-download it or remove it to list the image folder"
+        ) from e
+
+
+def list_images(name: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """The training image files of dataset `name` (see the module docstring), sorted.
+
+    Raises:
+        DatasetLayoutError: missing root / folders / listed files, or no images, with the expected layout.
+    """
+    root = resolve_root(name, root)
+    kind = "coco" if name == "demo" else name
+    if not root.is_dir():
+        raise _layout_error(kind, root, "the folder does not exist")
+    if kind == "folder":
+        files = _scan(root, recursive=True)
+        if not files:
+            raise _layout_error(kind, root, "no image files found")
+        return files
+    if kind == "ade20k":
+        if not (root / "images").is_dir() and (root / "ADEChallengeData2016").is_dir():
+            root = root / "ADEChallengeData2016"
+        folder = root / "images" / "training"
+        if not folder.is_dir():
+            raise _layout_error(kind, root, f"{folder} does not exist")
+        files = _scan(folder, recursive=True)
+        if not files:
+            raise _layout_error(kind, root, f"{folder} has no images")
+        return files
+    # coco / lvis
+    if kind == "lvis":
+        for json_path in (root / "lvis_v1_train.json", root / "annotations" / "lvis_v1_train.json"):
+            if json_path.is_file():
+                images = _read_json(json_path).get("images", [])
+                entries = ["/".join(im["coco_url"].split("/")[-2:]) for im in images]
+                return _listed_files(kind, root, json_path, entries)
+    folder = root / "train2017"
+    if not folder.is_dir():
+        raise _layout_error(kind, root, f"{folder} does not exist")
+    json_path = root / "annotations" / "instances_train2017.json"
+    if json_path.is_file():
+        images = _read_json(json_path).get("images", [])
+        if images:
+            return _listed_files(
+                kind, root, json_path, sorted(f"train2017/{im['file_name']}" for im in images)
+            )
+    files = _scan(folder, recursive=False)
+    if not files:
+        raise _layout_error(kind, root, f"{folder} has no images")
+    return files
+
+
+def build_transform(preset: str, img_size: int) -> v2.Compose:
+    """PIL image -> normalised float tensor (3, img_size, img_size).
+
+    default: RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip (BEiT).
+    ade20k: the same with the crop's maximum area 25% of the image (the paper's crucial detail).
+    small: default + colour jitter, grayscale, Gaussian blur, solarisation (the small-data recipe;
+        it goes with uniform 75% masking, chosen by the masking config).
+    """
+    if preset not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")
+    scale = (0.08, 0.25) if preset == "ade20k" else (0.08, 1.0)
+    ops: list[Callable] = [
+        v2.RandomResizedCrop(img_size, scale=scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
+    if preset == "small":
+        blur_kernel = max(3, int(0.1 * img_size) // 2 * 2 + 1)  # odd, ~10% of the side (SimCLR)
+        ops += [
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=0.5),
+            v2.RandomSolarize(threshold=128, p=0.2),  # on the uint8 PIL image
+        ]
+    # Geometry and colour run on the PIL image (fast uint8 paths); then one conversion.
+    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return v2.Compose(ops)
+
+
+def _decode(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")  # forces the full decode, so truncation surfaces here
+
+
+class UnlabeledImages(Dataset):
+    """Images (and per-image masks) for pretraining.
+
+    Args:
+        files: image paths.
+        transform: PIL image -> (3, H, W) tensor.
+        masking: optional callable `rng -> dict[str, Tensor]` (see `pretrain.masking`), called after the
+            transform with the sample's generator.
+        seed: base seed; sample i of epoch e uses seeds derived from (seed, e, i) only.
+        max_retries: replacement images tried when an image is broken before giving up.
+
+    Item: `{"images": (3, H, W), **mask tensors, "broken": int, "broken_files": list[str]}`.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | os.PathLike],
+        transform: Callable,
+        masking: Callable[[np.random.Generator], dict[str, torch.Tensor]] | None = None,
+        seed: int = 0,
+        max_retries: int = 10,
+    ) -> None:
+        self.files = [Path(f) for f in files]
+        if not self.files:
+            raise ValueError("UnlabeledImages needs at least one file")
+        self.transform = transform
+        self.masking = masking
+        self.seed = int(seed)
+        self.max_retries = max_retries
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch `epoch`'s augmentations (call before creating the loader's iterator)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        seq = np.random.SeedSequence([self.seed, self.epoch, int(index)])
+        rng = np.random.default_rng(seq)
+        torch_seed = int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        broken: list[str] = []
+        path = self.files[index]
+        for _ in range(self.max_retries + 1):
+            try:
+                image = _decode(path)
+                break
+            except Exception as e:  # any decode failure: count it, use another image
+                broken.append(f"{path} ({type(e).__name__}: {e})")
+                path = self.files[int(rng.integers(len(self.files)))]
+        else:
+            raise BrokenImagesError(
+                f"{len(broken)} images in a row could not be read, e.g.:\n  "
+                + "\n  ".join(broken[:5])
+                + "\nCheck the dataset files (re-download or remove the broken ones)."
+            )
+        # Torch RNG for the torchvision transforms, forked so the caller's global stream (dropout,
+        # drop path when num_workers=0) is untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            sample = {"images": self.transform(image)}
+        if self.masking is not None:
+            sample.update(self.masking(rng))
+        sample["broken"] = len(broken)
+        sample["broken_files"] = broken
+        return sample
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors; sum the broken-image counts; concatenate the broken-file descriptions."""
+    out: dict = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if key == "broken":
+            out[key] = int(sum(values))
+        elif key == "broken_files":
+            out[key] = [f for v in values for f in v]
+        else:
+            out[key] = torch.stack(values)
+    return out
+
+
+class BrokenImageMonitor:
+    """Counts broken images over the run; stops it when they exceed a fraction of the attempts.
+
+    Args:
+        max_fraction: stop when broken / attempted exceeds this (e.g. 0.01)...
+        min_attempts: ...once at least this many images have been attempted (job-wide).
+        keep_examples: descriptions kept for the error message.
+    """
+
+    def __init__(self, max_fraction: float = 0.01, min_attempts: int = 1000, keep_examples: int = 5) -> None:
+        self.max_fraction = max_fraction
+        self.min_attempts = min_attempts
+        self.keep_examples = keep_examples
+        self.local_attempted = 0
+        self.local_broken = 0
+        self.examples: list[str] = []
+        self.total_attempted = 0
+        self.total_broken = 0
+
+    def update(self, batch: dict) -> None:
+        """Record one collated batch (its images plus the broken ones replaced)."""
+        n_broken = int(batch.get("broken", 0))
+        self.local_broken += n_broken
+        self.local_attempted += batch["images"].shape[0] + n_broken
+        room = self.keep_examples - len(self.examples)
+        if room > 0:
+            self.examples += batch.get("broken_files", [])[:room]
+
+    def state_dict(self) -> dict:
+        return {
+            "attempted": self.local_attempted,
+            "broken": self.local_broken,
+            "examples": list(self.examples),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.local_attempted = int(state["attempted"])
+        self.local_broken = int(state["broken"])
+        self.examples = list(state.get("examples", []))
+
+    def sync_and_check(self, device: torch.device | str = "cpu") -> int:
+        """Sum the counts over ranks (a collective: call on every rank) and raise if too many broke.
+
+        `device` must suit the process group's backend (the GPU under NCCL). Returns the job-wide
+        number of broken images so far.
+        """
+        counts = torch.tensor([self.local_attempted, self.local_broken], dtype=torch.float64, device=device)
+        totals = all_reduce_sum(counts).cpu()
+        self.total_attempted, self.total_broken = int(totals[0]), int(totals[1])
+        too_many = (
+            self.total_attempted >= self.min_attempts
+            and self.total_broken > self.max_fraction * self.total_attempted
+        )
+        if too_many:
+            examples = [e for rank_examples in all_gather_object(self.examples) for e in rank_examples]
+            raise BrokenImagesError(
+                f"{self.total_broken} of {self.total_attempted} images attempted so far could not be read "
+                f"(more than {self.max_fraction:.1%}). Examples:\n  "
+                + "\n  ".join(examples[: self.keep_examples])
+                + "\nFix or remove these files, or raise data.max_broken_fraction if this is expected."
+            )
+        return self.total_broken

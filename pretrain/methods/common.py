@@ -1,0 +1,28 @@
+"""Pieces the pretraining methods share: decoder blocks and their initialisation."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch.nn as nn
+from timm.models.vision_transformer import Block
+
+
+def transformer_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0) -> nn.ModuleList:
+    """`depth` pre-norm ViT blocks (timm's Block: SDPA attention, qkv bias, LayerNorm eps 1e-6)."""
+    return nn.ModuleList(
+        Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+        for _ in range(depth)
+    )
+
+
+def init_head_weights(module: nn.Module) -> None:
+    """MAE-style init for the method-owned parts: xavier linears, zero biases, unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
