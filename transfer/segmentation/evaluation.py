@@ -61,6 +61,7 @@ def evaluate(
         collate_fn=collate_single,
         worker_init_fn=_worker_init,
         pin_memory=device.type == "cuda",
+        generator=torch.Generator(),  # never draw the loader's seed from the global RNG (exact resume)
     )
     evaluator = SegEvaluator(num_classes)
     counts = torch.zeros(2, dtype=torch.long)  # images evaluated, images skipped

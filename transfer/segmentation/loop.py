@@ -161,7 +161,13 @@ def evaluate_only(cfg: SegConfig, checkpoint: str | Path | None = None) -> dict:
     setup_logging(run_dir)
     names, k = resolve_classes(cfg)
     model = build_model(_without_weights(cfg), k)
-    model.load_state_dict(_load_model_state(checkpoint, cfg.run.allow_pickle))
+    state = _load_model_state(checkpoint, cfg.run.allow_pickle)
+    pos_key = f"{UperNet.ENCODER_PREFIX}.pos_embed"
+    if model.backbone.encoder.pos_embed_kind == "sincos" and pos_key in state:
+        # A fixed sin-cos table is a function of the stored grid (the training crop size), not a
+        # weight: keep this model's own, so any data.crop_size evaluates the checkpoint.
+        state[pos_key] = model.backbone.encoder.pos_embed.detach().clone()
+    model.load_state_dict(state)
     model.to(info.device)
     precision = resolve_precision(cfg.run.precision, info.device)
     val_ds = _val_dataset(cfg, k)

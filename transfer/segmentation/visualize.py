@@ -53,3 +53,32 @@ def save_segmentation_figure(
     fig.savefig(out_png)
     plt.close(fig)
     return out_png
+
+
+def save_predictions_figure(cfg, checkpoint: str | Path, out_png: str | Path, num_images: int = 3) -> Path:
+    """Run the trained UperNet of `cfg` (a `SegConfig`) from `checkpoint` on the first validation
+    images (the evaluation's inference mode) and save image | ground truth | prediction rows."""
+    import dataclasses
+
+    from engine.checkpoint import load_checkpoint
+
+    from .data import SegDataset
+    from .inference import predict_logits
+    from .loop import build_model, resolve_classes
+    from .transforms import EvalTransform
+
+    _, num_classes = resolve_classes(cfg)
+    model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None)), num_classes)
+    model.load_state_dict(load_checkpoint(checkpoint, allow_pickle=cfg.run.allow_pickle)["model"])
+    model.eval()
+    dataset = SegDataset(cfg.data.root, "val", num_classes, EvalTransform(cfg.data.scale),
+                         reduce_zero_label=cfg.data.reduce_zero_label, max_images=num_images)
+    rows = []
+    for index in range(len(dataset)):
+        raw, _ = dataset.read(index)
+        sample = dataset[index]
+        with torch.no_grad():
+            logits = predict_logits(model, sample["image"][None], num_classes, cfg.eval.mode, cfg.eval.crop,
+                                    cfg.eval.stride, out_size=tuple(sample["label"].shape))
+        rows.append((torch.from_numpy(raw).permute(2, 0, 1), sample["label"], logits.argmax(1)[0]))
+    return save_segmentation_figure(rows, num_classes, out_png)
