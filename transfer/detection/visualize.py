@@ -67,3 +67,38 @@ def save_detection_figure(
 
 def _select(pred: dict, keep: torch.Tensor) -> dict:
     return {k: v[keep] for k, v in pred.items() if k in ("boxes", "labels", "masks", "scores")}
+
+
+def save_predictions_figure(
+    cfg, checkpoint: str | Path, out_png: str | Path, num_images: int = 3, score_threshold: float = 0.5
+) -> Path:
+    """Run the trained detector of `cfg` (a `DetConfig`) from `checkpoint` on the first validation
+    images that have objects and save ground truth | prediction rows."""
+    import dataclasses
+
+    from engine.checkpoint import load_checkpoint
+
+    from .datasets import CocoInstances, resolve_split
+    from .model import build_mask_rcnn
+
+    val = CocoInstances(resolve_split(cfg.data, "val"), train=False)
+    model = build_mask_rcnn(
+        dataclasses.replace(cfg.model, weights=None), val.num_classes,
+        test_size=cfg.data.test_size, test_max_size=cfg.data.test_max_size,
+    )
+    model.load_state_dict(load_checkpoint(checkpoint, allow_pickle=cfg.run.allow_pickle)["model"])
+    model.eval()
+    names = {label: val.coco.cats[cat]["name"] for cat, label in val.cat_id_to_label.items()}
+    rows = []
+    for img_id in val.ids:
+        if len(rows) == num_images:
+            break
+        info = val.coco.imgs[img_id]
+        target = val._target(img_id, info)
+        if len(target["labels"]) == 0:
+            continue
+        image = val._read_image(info)
+        with torch.no_grad():
+            (pred,) = model([image.float() / 255])
+        rows.append((image, target, pred))
+    return save_detection_figure(rows, names, out_png, score_threshold)
