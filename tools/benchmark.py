@@ -10,10 +10,16 @@ Each prints a markdown table and writes JSON (`--out`).
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from pretrain import benchmark as pretrain_benchmark
-from transfer.detection import benchmark as det_benchmark
-from transfer.segmentation import benchmark as seg_benchmark
+# Run as a script, tools/ is sys.path[0] and tools/pretrain.py would shadow the `pretrain` package.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+from pretrain import benchmark as pretrain_benchmark  # noqa: E402
+from transfer.detection import benchmark as det_benchmark  # noqa: E402
+from transfer.segmentation import benchmark as seg_benchmark  # noqa: E402
 
 SUITES = {"pretrain": pretrain_benchmark, "det": det_benchmark, "seg": seg_benchmark}
 
