@@ -134,7 +134,8 @@ def resolve_split(cfg: DataConfig, split: str) -> SplitFiles:
     images = Path(images_override or default_images)
     ann = ann if ann.is_absolute() else root / ann
     images = images if images.is_absolute() else root / images
-    if not root.is_dir() and not (ann.is_absolute() and Path(json_override or "").is_absolute()):
+    uses_root = not (Path(json_override or "").is_absolute() and Path(images_override or "").is_absolute())
+    if uses_root and not root.is_dir():
         raise _layout_error(cfg.kind, "dataset root", root)
     if not ann.is_file():
         raise _layout_error(cfg.kind, f"{split} annotation file", ann)
