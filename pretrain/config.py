@@ -137,7 +137,8 @@ def default_config(method: str = "splitmask", data: str = "demo") -> PretrainCon
     """Reference hyper-parameters for `method` on `data`.
 
     BEiT / SplitMask: AdamW (0.9, 0.999), wd 0.05, blr 1.875e-4 (1.5e-3 at 2048), clip 3.0.
-    MAE: AdamW (0.9, 0.95), blr 1.5e-4, no clipping. Demo: 128 px, batch 16, 2 workers.
+    MAE: AdamW (0.9, 0.95), blr 1.5e-4, no clipping. Demo: 128 px, batch 16, blr 4e-3, 2 workers,
+    a log line per update.
     """
     cfg = PretrainConfig()
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, method=method))
@@ -149,10 +150,12 @@ def default_config(method: str = "splitmask", data: str = "demo") -> PretrainCon
             schedule=dataclasses.replace(cfg.schedule, blr=1.5e-4),
         )
     if data == "demo":
+        # Few images and few epochs: a larger base lr so the loss visibly falls, a point per update.
         cfg = dataclasses.replace(
             cfg,
             data=dataclasses.replace(cfg.data, img_size=128, num_workers=2),
-            schedule=dataclasses.replace(cfg.schedule, batch_size=16),
+            schedule=dataclasses.replace(cfg.schedule, batch_size=16, blr=4e-3),
+            run=dataclasses.replace(cfg.run, log_every=1),
         )
     return cfg
 

@@ -313,8 +313,9 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                             components={k: v for k, v in out.items() if k != "loss"},
                         )
                         scaler.scale(loss / accum).backward()
-                    for k, v in out.items():
-                        stats[k] = stats.get(k, 0.0) + float(v.detach()) / accum
+                    values = torch.stack([v.detach().float() for v in out.values()]).tolist()  # one sync
+                    for k, v in zip(out, values):
+                        stats[k] = stats.get(k, 0.0) + v / accum
                 scaler.unscale_(optimizer)
                 grad_norm = clip_grad(params, cfg.optim.clip_grad)
                 scaler.step(optimizer)

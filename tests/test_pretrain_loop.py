@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from engine.config import apply_overrides
+from engine.guards import NonFiniteLossError
 from pretrain.config import default_config, resolve_epochs
 from pretrain.loop import make_plan, train
 from ssl_backbones.checkpoint import load_encoder_weights
@@ -97,7 +98,7 @@ def test_tool_end_to_end_writes_checkpoint_and_loadable_encoder(tmp_path: Path) 
     cmd = [
         sys.executable, str(REPO / "tools" / "pretrain.py"),
         "--data", "demo", "--method", "splitmask", "--arch", "vit_tiny", "--epochs", "1",
-        "--img-size", "64", "--batch-size", "32", "--num-workers", "0", "--output-dir", str(out),
+        "--img-size", "64", "--batch-size", "32", "--blr", "1e-3", "--num-workers", "0", "--output-dir", str(out),
         "--set", "model.depth=2", "tokenizer.vocab_size=1024",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -114,7 +115,7 @@ def test_tool_end_to_end_writes_checkpoint_and_loadable_encoder(tmp_path: Path) 
         for k, v in enc.state_dict().items():
             assert torch.equal(v, ckpt["model"][f"encoder.{k}"]), k
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["schedule"]["epochs"] == 1 and cfg["optim"]["lr"] == pytest.approx(1.875e-4 * 32 / 256)
+    assert cfg["schedule"]["epochs"] == 1 and cfg["optim"]["lr"] == pytest.approx(1e-3 * 32 / 256)
 
 
 def _load_tool():
@@ -154,3 +155,15 @@ def test_tool_rejects_unknown_keys_with_the_valid_ones() -> None:
     with pytest.raises(SystemExit) as err:
         _load_tool().main(["--set", "model.nope=1"])
     assert "unknown config key 'model.nope'" in str(err.value.code) and "decoder_depth" in str(err.value.code)
+
+
+def test_non_finite_loss_stops_with_a_checkpoint(tmp_path: Path) -> None:
+    cfg = apply_overrides(
+        default_config("splitmask", "demo"),
+        TINY + ["data.max_images=4", "model.contrastive_weight=inf", f"run.output_dir={tmp_path}"],
+    )
+    with pytest.raises(NonFiniteLossError, match="loss is inf at step 0") as err:
+        train(cfg)
+    saved = _state(tmp_path / "nonfinite.pth")
+    assert saved["step"] == 0 and "nonfinite.pth" in str(err.value)
+    assert all(torch.isfinite(v).all() for k, v in saved["model"].items() if v.is_floating_point())

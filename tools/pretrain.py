@@ -16,9 +16,16 @@ import dataclasses
 import sys
 from pathlib import Path
 
-# Run as a script, this folder is sys.path[0] and this very file would shadow the `pretrain` package.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+# Any script in tools/ runs with this folder as sys.path[0], where this file would shadow the
+# `pretrain` package. Take the folder off the path; and if another tool's `import pretrain...` landed
+# here, hand the importer the real package (the import system returns sys.modules[name]).
+_TOOLS = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _TOOLS]
+if __name__ == "pretrain":
+    import importlib
+
+    del sys.modules["pretrain"]
+    sys.modules["pretrain"] = importlib.import_module("pretrain")
 
 from engine.config import ConfigError, apply_overrides  # noqa: E402
 from pretrain.config import PretrainConfig, default_config  # noqa: E402
