@@ -27,7 +27,7 @@ from engine.checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
-from engine.config import config_to_dict, save_config
+from engine.config import ConfigError, config_to_dict, save_config
 from engine.distributed import (
     DistInfo,
     all_gather_object,
@@ -74,7 +74,7 @@ def make_plan(cfg: PretrainConfig, num_images: int, world_size: int) -> Plan:
     batches = per_rank // s.batch_size
     steps_per_epoch = batches // s.accum_iter
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"{num_images} images over {world_size} process(es) give no full update of "
             f"{s.batch_size} x {s.accum_iter} images per process; lower --batch-size or --accum-iter"
         )
@@ -130,6 +130,12 @@ def build_tokenizer_for_run(cfg: PretrainConfig, device: torch.device) -> PatchT
         images = (b["images"] for b in loader)
         patches = sample_patches(images, t.num_samples, t.patch_size, t.downsample, seed=cfg.run.seed)
         _log.info("tokenizer %s: %d patches sampled from %d images", t.kind, patches.shape[0], num_images)
+        if patches.shape[0] < t.vocab_size:
+            raise ConfigError(
+                f"tokenizer {t.kind} needs at least tokenizer.vocab_size={t.vocab_size} patches but the "
+                f"{num_images} sampled images give {patches.shape[0]}; lower tokenizer.vocab_size "
+                "(e.g. --set tokenizer.vocab_size=1024) or raise tokenizer.num_samples / use more images"
+            )
         patches = patches.to(device)
     tok = build_tokenizer(
         t.kind,
@@ -342,7 +348,9 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                     logger.log(step, metrics)
                     window, window_steps = {}, 0
                 if step % cfg.run.ckpt_every_steps == 0 or step == stop_at:
-                    last_path = ckpt_manager.save(state(), step) or last_path
+                    last_path = ckpt_manager.save(state(), step) or ckpt_manager.path_for(
+                        step
+                    )  # rank 0 writes
             del batches, loader
 
     bar.close()

@@ -27,12 +27,16 @@ if __name__ == "pretrain":
     del sys.modules["pretrain"]
     sys.modules["pretrain"] = importlib.import_module("pretrain")
 
+from engine.checkpoint import LegacyPickleError  # noqa: E402
 from engine.config import ConfigError, apply_overrides  # noqa: E402
+from engine.distributed import is_main_process  # noqa: E402
+from engine.guards import NonFiniteLossError  # noqa: E402
 from pretrain.config import PretrainConfig, default_config  # noqa: E402
-from pretrain.data import DATASETS  # noqa: E402
+from pretrain.data import DATASETS, BrokenImagesError, DatasetLayoutError  # noqa: E402
 from pretrain.loop import train  # noqa: E402
 from pretrain.methods import METHODS  # noqa: E402
 from pretrain.tokenizers import TOKENIZERS  # noqa: E402
+from ssl_backbones.checkpoint import ArchitectureMismatchError, CheckpointFormatError  # noqa: E402
 
 
 def _epochs(text: str) -> int | None:
@@ -130,8 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = config_from_args(args)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    result = train(cfg)
-    if result["encoder"] is not None:
+    try:
+        result = train(cfg)
+    except (ConfigError, DatasetLayoutError, BrokenImagesError, NonFiniteLossError, CheckpointFormatError,
+            ArchitectureMismatchError, LegacyPickleError) as e:  # fmt: skip
+        # Problems with the inputs: the message says what and how to fix it; no traceback needed.
+        sys.exit(f"error: {e}")
+    if result["encoder"] is not None and is_main_process():
         print(f"encoder: {result['encoder']}\ncheckpoint: {result['checkpoint']}")
     return result
 
