@@ -279,81 +279,83 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     window_steps = 0
     model.train()
 
-    with save_on_interrupt(lambda: ckpt_manager.save(state(gather_rng=False), step)):
-        while step < stop_at:
-            epoch, in_epoch = divmod(step, plan.steps_per_epoch)
-            sampler.set_epoch(epoch)
-            sampler.set_start_batch(in_epoch * accum, batch_size)
-            dataset.set_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_size=batch_size,
-                sampler=sampler,
-                num_workers=cfg.data.num_workers,
-                collate_fn=collate,
-                pin_memory=device.type == "cuda",
-                drop_last=True,
-                generator=sampler.loader_generator,
-                persistent_workers=False,
-            )
-            batches = iter(loader)
-            for _ in range(in_epoch, plan.steps_per_epoch):
-                if step >= stop_at:
-                    break
-                lr = set_lr(optimizer, plan.lr, schedule(step))
-                stats: dict[str, float] = {}
-                for micro in range(accum):
-                    batch = next(batches)
-                    monitor.update(batch)
-                    batch = _to_device(batch, device)
-                    sync = contextlib.nullcontext() if micro == accum - 1 else _no_sync(model)
-                    with sync:
-                        with autocast(precision, device):
-                            out = model(batch)
-                        loss = out["loss"]
-                        loss_value = float(all_reduce_mean(loss.detach().float()))
-                        check_finite(
-                            loss_value,
-                            step,
-                            on_fail=lambda: ckpt_manager.save_named(state(gather_rng=False), "nonfinite"),
-                            components={k: v for k, v in out.items() if k != "loss"},
+    try:
+        with save_on_interrupt(lambda: ckpt_manager.save(state(gather_rng=False), step)):
+            while step < stop_at:
+                epoch, in_epoch = divmod(step, plan.steps_per_epoch)
+                sampler.set_epoch(epoch)
+                sampler.set_start_batch(in_epoch * accum, batch_size)
+                dataset.set_epoch(epoch)
+                loader = DataLoader(
+                    dataset,
+                    batch_size=batch_size,
+                    sampler=sampler,
+                    num_workers=cfg.data.num_workers,
+                    collate_fn=collate,
+                    pin_memory=device.type == "cuda",
+                    drop_last=True,
+                    generator=sampler.loader_generator,
+                    persistent_workers=False,
+                )
+                batches = iter(loader)
+                for _ in range(in_epoch, plan.steps_per_epoch):
+                    if step >= stop_at:
+                        break
+                    lr = set_lr(optimizer, plan.lr, schedule(step))
+                    stats: dict[str, float] = {}
+                    for micro in range(accum):
+                        batch = next(batches)
+                        monitor.update(batch)
+                        batch = _to_device(batch, device)
+                        sync = contextlib.nullcontext() if micro == accum - 1 else _no_sync(model)
+                        with sync:
+                            with autocast(precision, device):
+                                out = model(batch)
+                            loss = out["loss"]
+                            loss_value = float(all_reduce_mean(loss.detach().float()))
+                            check_finite(
+                                loss_value,
+                                step,
+                                on_fail=lambda: ckpt_manager.save_named(state(gather_rng=False), "nonfinite"),
+                                components={k: v for k, v in out.items() if k != "loss"},
+                            )
+                            scaler.scale(loss / accum).backward()
+                        values = torch.stack([v.detach().float() for v in out.values()]).tolist()  # one sync
+                        for k, v in zip(out, values):
+                            stats[k] = stats.get(k, 0.0) + v / accum
+                    scaler.unscale_(optimizer)
+                    grad_norm = clip_grad(params, cfg.optim.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    meter.update(batch_size * accum * info.world_size)
+                    window_steps += 1
+                    for k, v in stats.items():
+                        window[k] = window.get(k, 0.0) + v
+                    bar.update(1)
+                    bar.set_postfix(meter.postfix(step, plan.total_steps, loss=stats["loss"], lr=lr))
+
+                    if step % cfg.run.log_every == 0 or step == stop_at:
+                        broken = monitor.sync_and_check(device)
+                        metrics = {k: v / window_steps for k, v in window.items()}
+                        metrics.update(
+                            lr=lr,
+                            grad_norm=float(grad_norm),
+                            epoch=step / plan.steps_per_epoch,
+                            images_per_sec=meter.images_per_sec,
+                            broken_images=broken,
                         )
-                        scaler.scale(loss / accum).backward()
-                    values = torch.stack([v.detach().float() for v in out.values()]).tolist()  # one sync
-                    for k, v in zip(out, values):
-                        stats[k] = stats.get(k, 0.0) + v / accum
-                scaler.unscale_(optimizer)
-                grad_norm = clip_grad(params, cfg.optim.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                meter.update(batch_size * accum * info.world_size)
-                window_steps += 1
-                for k, v in stats.items():
-                    window[k] = window.get(k, 0.0) + v
-                bar.update(1)
-                bar.set_postfix(meter.postfix(step, plan.total_steps, loss=stats["loss"], lr=lr))
+                        logger.log(step, metrics)
+                        window, window_steps = {}, 0
+                    if step % cfg.run.ckpt_every_steps == 0 or step == stop_at:
+                        saved = ckpt_manager.save(state(), step)  # None on ranks other than 0
+                        last_path = saved or ckpt_manager.path_for(step)
+                del batches, loader
+    finally:
+        bar.close()
+        logger.close()
 
-                if step % cfg.run.log_every == 0 or step == stop_at:
-                    broken = monitor.sync_and_check(device)
-                    metrics = {k: v / window_steps for k, v in window.items()}
-                    metrics.update(
-                        lr=lr,
-                        grad_norm=float(grad_norm),
-                        epoch=step / plan.steps_per_epoch,
-                        images_per_sec=meter.images_per_sec,
-                        broken_images=broken,
-                    )
-                    logger.log(step, metrics)
-                    window, window_steps = {}, 0
-                if step % cfg.run.ckpt_every_steps == 0 or step == stop_at:
-                    last_path = ckpt_manager.save(state(), step) or ckpt_manager.path_for(
-                        step
-                    )  # rank 0 writes
-            del batches, loader
-
-    bar.close()
     broken = monitor.sync_and_check(device)
     if broken:
         _log.warning(
@@ -373,7 +375,6 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             plan.total_steps,
         )
     barrier()
-    logger.close()
     return {
         "checkpoint": Path(last_path) if last_path else None,
         "encoder": Path(encoder_path) if encoder_path else None,
