@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 INITS = ("pretrained", "random_init")
 # Budgets (pretraining epochs, detection epochs, segmentation iterations): sized for ~15 minutes on
 # a 2-core CPU, and for a one-minute pipeline check with --tiny.
-FULL = (40, 8, 200)
+FULL = (20, 6, 200)
 TINY = (1, 1, 4)
 _log = logging.getLogger("target_ssl")
 
