@@ -60,6 +60,21 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int = 3, 
     return {"step_s": seconds, "peak_mem_mib": peak_mib}
 
 
+def sdpa_flop_jit(inputs: list, outputs: list) -> int:
+    """fvcore op handle for ``aten::scaled_dot_product_attention`` (fvcore does not count it):
+    the multiply-adds of QK^T and AV, ``batch * n * m * (d + dv)``. Register it with
+    ``FlopCountAnalysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)``."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    *batch, n, d = q
+    m, dv = k[-2], v[-1]
+    count = n * m * (d + dv)
+    for b in batch:
+        count *= b
+    return int(count)
+
+
 def print_table(rows: Sequence[dict], title: str = "") -> str:
     """Format rows (dicts with the same keys) as a markdown table, print it and return it."""
     if not rows:

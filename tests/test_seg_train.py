@@ -113,3 +113,24 @@ def test_resume_continues_exactly(run_a, tmp_path: Path) -> None:
     tail_a = [r["train/loss"] for r in losses_a if "train/loss" in r and r["step"] > 8]
     tail_b = [r["train/loss"] for r in losses_b if "train/loss" in r]
     assert tail_a == tail_b
+
+
+def test_nonfinite_loss_stops_with_a_checkpoint(demo_ade: Path, tmp_path: Path, monkeypatch) -> None:
+    import transfer.segmentation.model as model_mod
+    from engine.guards import NonFiniteLossError
+
+    real_loss = model_mod.segmentation_loss
+    calls = {"n": 0}
+
+    def loss_nan_from_step_2(logits, labels, ignore_index=255):
+        calls["n"] += 1  # two calls per step (decode + auxiliary head)
+        loss = real_loss(logits, labels, ignore_index)
+        return loss * float("nan") if calls["n"] > 4 else loss
+
+    monkeypatch.setattr(model_mod, "segmentation_loss", loss_nan_from_step_2)
+    cfg = tiny_config(demo_ade, tmp_path / "nan")
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        train(cfg)
+    state = load_checkpoint(tmp_path / "nan" / "nonfinite.pth")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

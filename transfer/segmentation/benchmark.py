@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from engine.benchmarking import peak_tflops, print_table, time_steps, write_json
+from engine.benchmarking import peak_tflops, print_table, sdpa_flop_jit, time_steps, write_json
 from engine.optim import build_adamw
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 
@@ -41,15 +41,16 @@ def _device(name: str) -> torch.device:
 
 
 def forward_flops(model: UperNet, size: int) -> float:
-    """Forward FLOPs (multiply-adds counted as one, fvcore's convention, x2 for FLOPs) of one image."""
-    from fvcore.nn import FlopCountAnalysis
-
+    """Forward FLOPs of one image: fvcore's multiply-add count (attention included) x 2."""
     was_training = model.training
     model.eval()
     x = torch.zeros(1, 3, size, size, device=next(model.parameters()).device)
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fvcore traces with torch.jit, which warns about deprecation
+        warnings.simplefilter("ignore")  # fvcore imports / traces with torch.jit, which warns about deprecation
+        from fvcore.nn import FlopCountAnalysis
+
         analysis = FlopCountAnalysis(model, (x,))
+        analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         macs = analysis.total()
