@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import apply_overrides, load_config
+from engine.config import ConfigError, apply_overrides, load_config
 from transfer.detection.config import DetConfig
 from transfer.detection.loop import step_schedule, train
 
@@ -100,6 +100,10 @@ def test_schedule_in_steps() -> None:
     assert step_schedule(cfg, 7330) == (36 * 7330, [27 * 7330, 33 * 7330], 500)
     short = dataclasses.replace(cfg, solver=dataclasses.replace(cfg.solver, max_iters=360))
     assert step_schedule(short, 100) == (360, [270, 330], 359)  # milestones keep their fraction
+    # Overrides may set epochs and milestones in any order; the pair is checked at the start.
+    bad = apply_overrides(cfg, ["solver.epochs=12"])
+    with pytest.raises(ConfigError, match="milestones"):
+        step_schedule(bad, 100)
 
 
 def test_every_config_file_builds() -> None:

@@ -62,7 +62,10 @@ def test_training_step_and_predictions(adapter: str) -> None:
 
 
 def test_detection_limits_and_heads_follow_the_config() -> None:
-    model = build_mask_rcnn(TINY, num_classes=5, detections_per_image=300, score_threshold=0.02)
+    model = build_mask_rcnn(dataclasses.replace(TINY, anchor_sizes=(16, 32, 64, 128, 256)), num_classes=5,
+                            detections_per_image=300, score_threshold=0.02)
+    assert model.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [3] * 5
     assert model.roi_heads.detections_per_img == 300 and model.roi_heads.score_thresh == 0.02
     assert model.roi_heads.box_predictor.cls_score.out_features == 6  # + background
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 6

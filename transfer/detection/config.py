@@ -50,6 +50,8 @@ class ModelConfig:
         adapter_norm: normalisation inside the stride-4 branch of the max-pool / deconv adapter
             ("bn" becomes SyncBatchNorm under DDP).
         fpn_channels: channels of every pyramid level fed to the RPN / RoI heads.
+        anchor_sizes: RPN anchor side per pyramid level (strides 4..64), three aspect ratios each;
+            torchvision / detectron2 use (32, 64, 128, 256, 512) for COCO at ~800 px.
         box_head_dim: width of the two-layer MLP box head (torchvision / detectron2: 1024).
         mask_head_channels: channels of the four 3x3 convs (and deconv) of the mask head (256).
         rpn_batch_size: anchors sampled per image for the RPN loss (256).
@@ -71,6 +73,7 @@ class ModelConfig:
     out_indices: tuple[int, ...] | None = None
     adapter_norm: Literal["bn", "none"] = "bn"
     fpn_channels: int = 256
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     box_head_dim: int = 1024
     mask_head_channels: int = 256
     rpn_batch_size: int = 256
@@ -84,6 +87,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
+        if len(self.anchor_sizes) != 5:
+            raise ConfigError(f"model.anchor_sizes needs one size per level (5: strides 4..64), got {self.anchor_sizes}")
         if self.out_indices is not None and len(self.out_indices) != 4:
             raise ConfigError(f"model.out_indices needs 4 block indices, got {self.out_indices}")
 
@@ -108,6 +113,8 @@ class DataConfig:
         lsj: ViTDet's large-scale jitter: resize to `lsj_scale` x `lsj_size`, fixed `lsj_size`
             square crop, padded.
         fixed: flip and one short-side size (`train_sizes[-1]`), e.g. for quick runs.
+    `max_skipped_fraction`: training stops with an error once more than this fraction of the
+    images read so far (and more than 10) could not be decoded.
     Evaluation images are resized by the model to short side `test_size` (long side <=
     `test_max_size`) and predictions are mapped back to the original image.
     """
@@ -149,8 +156,8 @@ class SolverConfig:
         epochs: passes over the training set (over the repeat-factor-resampled set for LVIS).
         milestones: epochs at which the lr is multiplied by `optim.gamma`.
         batch_size: images per step over all processes; must be a multiple of the world size.
-        max_iters: stop after this many steps (short runs / tests); the schedule still spans
-            `epochs` unless `max_iters` is shorter, in which case it is compressed to `max_iters`.
+        max_iters: run exactly this many steps instead (short runs / tests); the lr schedule is
+            compressed to it, the milestones keeping their fraction of the run.
     """
 
     epochs: int = 36
@@ -161,8 +168,8 @@ class SolverConfig:
     def __post_init__(self) -> None:
         if self.epochs <= 0:
             raise ConfigError(f"solver.epochs must be positive, got {self.epochs}")
-        if any(not 0 < m < self.epochs for m in self.milestones):
-            raise ConfigError(f"solver.milestones must lie inside (0, epochs={self.epochs}), got {self.milestones}")
+        # milestones vs epochs is checked when the run starts (`loop.step_schedule`), so that
+        # overrides may change the two in any order.
         if self.batch_size <= 0:
             raise ConfigError(f"solver.batch_size must be positive, got {self.batch_size}")
 

@@ -32,7 +32,7 @@ from engine.checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
-from engine.config import config_to_dict, save_config
+from engine.config import ConfigError, config_to_dict, save_config
 from engine.distributed import (
     DistInfo,
     all_gather_object,
@@ -88,6 +88,10 @@ def step_schedule(cfg: DetConfig, iters_per_epoch: int) -> tuple[int, list[int],
     `max_iters` long and the milestones keep their fraction of it. Explicit `optim.milestones`
     (steps) win over the epoch ones.
     """
+    if any(not 0 < m < cfg.solver.epochs for m in cfg.solver.milestones):
+        raise ConfigError(
+            f"solver.milestones must lie inside (0, solver.epochs={cfg.solver.epochs}), got {cfg.solver.milestones}"
+        )
     full = cfg.solver.epochs * iters_per_epoch
     total = full if cfg.solver.max_iters is None else int(cfg.solver.max_iters)
     if total <= 0:
@@ -227,6 +231,7 @@ def train(cfg: DetConfig) -> dict[str, Any]:
     step, start_epoch, start_batch = 0, 0, 0
     best: dict[str, Any] = {"bbox_AP": -1.0, "step": -1}
     skipped_total = 0
+    seen_images = 0
     resume_path = find_resume_checkpoint(cfg.run.resume, out)
     if resume_path is not None:
         state = load_checkpoint(resume_path, allow_pickle=cfg.run.allow_pickle)
@@ -300,6 +305,13 @@ def train(cfg: DetConfig) -> dict[str, Any]:
                 if step >= total_steps:
                     break
                 skipped_total += skipped
+                seen_images += len(images) + skipped
+                if skipped_total > max(10, cfg.data.max_skipped_fraction * seen_images):
+                    raise RuntimeError(
+                        f"{skipped_total} of {seen_images} training images could not be read (limit "
+                        f"data.max_skipped_fraction={cfg.data.max_skipped_fraction}); check the files in "
+                        f"{train_ds.files.image_dir} (the log names each one) or raise the limit"
+                    )
                 lr = set_lr(optimizer, cfg.optim.lr, schedule(step))
                 images = _images_to_device(images, info.device)
                 targets = _to_device(targets, info.device)
@@ -362,10 +374,7 @@ def train(cfg: DetConfig) -> dict[str, Any]:
     if last_eval_step != step:  # resumed after the last evaluation, or nothing left to train
         metrics = _evaluate_model(cfg, model, val_ds, info, precision, "final", save_results=True)
     if skipped_total:
-        _log.warning("%d unreadable training images were skipped", skipped_total)
-        if skipped_total > cfg.data.max_skipped_fraction * max(step * cfg.solver.batch_size, 1):
-            _log.error("more than %.1f%% of the training samples were unreadable; check %s",
-                       100 * cfg.data.max_skipped_fraction, train_ds.files.image_dir)
+        _log.warning("%d unreadable training images were skipped (and replaced by the next ones)", skipped_total)
     result: dict[str, Any] = {
         **{k: v for k, v in metrics.items()},
         "best_bbox_AP": best["bbox_AP"],

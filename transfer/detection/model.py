@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FeaturePyramidNetwork
@@ -161,8 +162,10 @@ def build_mask_rcnn(
     # built here only so their widths follow the config.
     box_head = TwoMLPHead(c * 7 * 7, cfg.box_head_dim)
     mask_head = MaskRCNNHeads(c, [cfg.mask_head_channels] * 4, dilation=1)
+    anchors = AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * len(cfg.anchor_sizes))
     return MaskRCNN(
         backbone,
+        rpn_anchor_generator=anchors,
         box_head=box_head,
         box_predictor=FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
         mask_head=mask_head,
