@@ -35,7 +35,7 @@ def test_run_writes_rows(tmp_path) -> None:
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--iters", type=int, default=1)
     add_arguments(p)
-    rows = run(p.parse_args(["--archs", "vit_tiny", "--size", "64", "--batch-size", "2", "--no-flops"]))
-    assert rows[0]["arch"] == "vit_tiny" and rows[0]["it/s"] > 0 and rows[0]["head_ch"] == 256
+    rows = run(p.parse_args(["--archs", "vit_tiny", "--size", "64", "--batch-size", "2", "--channels", "64", "--no-flops"]))
+    assert rows[0]["arch"] == "vit_tiny" and rows[0]["it/s"] > 0 and rows[0]["head_ch"] == 64
     saved = json.loads((tmp_path / "seg.json").read_text())
     assert saved["rows"][0]["batch"] == 2 and saved["suite"] == "seg"

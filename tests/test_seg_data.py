@@ -11,7 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from transfer.segmentation.data import SegDataset, collate_train, list_pairs, load_label, read_class_names
+from transfer.segmentation.data import (
+    AnnotationError,
+    SegDataset,
+    collate_train,
+    list_pairs,
+    load_label,
+    read_class_names,
+)
 from transfer.segmentation.transforms import EvalTransform, TrainTransform
 
 TRAIN_TF = TrainTransform(crop_size=(32, 32), scale=(128, 32))
@@ -59,17 +66,21 @@ def test_missing_root_and_files_show_the_layout(tmp_path: Path) -> None:
     (root / "annotations" / "training" / "img_1.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"1 of 4 images .* have no annotation, e\.g\. .*img_1\.png"):
         list_pairs(root, "train")
-    with pytest.raises(FileNotFoundError, match="no class names"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         read_class_names(tmp_path / "nope")
+    (root / "classes.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="no class names"):
+        read_class_names(root)
+    assert read_class_names(root, num_classes=3) == ["class_0", "class_1", "class_2"]
 
 
 def test_label_outside_the_classes_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.png"
     Image.fromarray(np.full((4, 4), 9, np.uint8)).save(path)
-    with pytest.raises(ValueError, match=r"bad\.png has class id 9"):
+    with pytest.raises(AnnotationError, match=r"bad\.png has class id 9"):
         load_label(path, num_classes=3)
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "rgb.png")
-    with pytest.raises(ValueError, match="single-channel"):
+    with pytest.raises(AnnotationError, match="single-channel"):
         load_label(tmp_path / "rgb.png", num_classes=3)
 
 

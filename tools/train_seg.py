@@ -18,11 +18,18 @@ import json
 import sys
 from pathlib import Path
 
+from engine.checkpoint import LegacyPickleError
 from engine.config import ConfigError, apply_overrides, load_config
 from engine.distributed import cleanup_distributed, is_main_process
+from engine.guards import NonFiniteLossError
+from ssl_backbones.checkpoint import ArchitectureMismatchError, CheckpointFormatError
 from transfer.segmentation.config import SegConfig
+from transfer.segmentation.data import AnnotationError, BrokenFilesError
 from transfer.segmentation.loop import evaluate_only, train
 
+# Problems with the user's input: they end with the message (which names the file and the fix).
+INPUT_ERRORS = (ConfigError, FileNotFoundError, AnnotationError, BrokenFilesError, NonFiniteLossError,
+                CheckpointFormatError, ArchitectureMismatchError, LegacyPickleError)
 CONFIG_DIRS = [Path("seg_configs"), Path(__file__).resolve().parents[1] / "seg_configs"]
 
 
@@ -77,6 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         result = evaluate_only(cfg) if args.eval_only else train(cfg)
         main_process = is_main_process()
+    except INPUT_ERRORS as e:
+        sys.exit(f"error: {e}")
     finally:
         cleanup_distributed()
     if main_process:

@@ -49,16 +49,27 @@ class UnreadableFileError(OSError):
     """An image or annotation file could not be decoded."""
 
 
+class AnnotationError(ValueError):
+    """An annotation has the wrong format, size or class ids."""
+
+
+class BrokenFilesError(RuntimeError):
+    """Too many training files could not be read."""
+
+
 def _layout_error(root: Path, problem: str) -> FileNotFoundError:
     return FileNotFoundError(f"{problem}\n" + EXPECTED_LAYOUT.format(root=root))
 
 
-def read_class_names(root: str | Path, classes: Sequence[str] | None = None) -> list[str]:
+def read_class_names(root: str | Path, classes: Sequence[str] | None = None, num_classes: int | None = None) -> list[str]:
     """Class names in label order: `classes` if given, else `root/classes.txt`, else ADE20k's
-    `root/objectInfo150.txt` (tab-separated, name in the last column, `;`-separated synonyms)."""
+    `root/objectInfo150.txt` (tab-separated, name in the last column, `;`-separated synonyms), else,
+    when `num_classes` is known, placeholder names "class_0".. (with a warning)."""
     if classes:
         return [str(c) for c in classes]
-    root = Path(root)
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise _layout_error(root, f"dataset root {root} does not exist")
     txt = root / "classes.txt"
     if txt.is_file():
         names = [line.strip() for line in txt.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -70,8 +81,11 @@ def read_class_names(root: str | Path, classes: Sequence[str] | None = None) -> 
         rows = [line.split("\t") for line in info.read_text(encoding="utf-8").splitlines() if line.strip()]
         body = rows[1:] if rows and not rows[0][0].strip().isdigit() else rows  # skip the header
         return [r[-1].strip().split(";")[0] for r in body]
+    if num_classes:
+        _log.warning("no classes.txt / objectInfo150.txt under %s: naming the %d classes class_0..", root, num_classes)
+        return [f"class_{i}" for i in range(num_classes)]
     raise _layout_error(root, f"no class names for {root}: neither classes.txt nor objectInfo150.txt exists "
-                              "and data.classes is not set")
+                              "and neither data.classes nor data.num_classes is set")
 
 
 def list_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
@@ -128,14 +142,14 @@ def load_label(path: Path, num_classes: int, reduce_zero_label: bool = True) -> 
     except (OSError, ValueError) as e:
         raise UnreadableFileError(f"cannot decode annotation {path}: {e}") from e
     if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise ValueError(
+        raise AnnotationError(
             f"annotation {path} is {raw.dtype} with shape {raw.shape}; expected a single-channel 8-bit PNG "
             "of class ids (not a colour rendering)"
         )
     label = label_lut(reduce_zero_label)[raw]
     bad = (label != IGNORE_INDEX) & (label >= num_classes)
     if bad.any():
-        raise ValueError(
+        raise AnnotationError(
             f"annotation {path} has class id {int(raw[bad].max())} but the dataset has {num_classes} classes "
             f"(reduce_zero_label={reduce_zero_label}); set data.num_classes / data.classes to match the labels"
         )
@@ -190,7 +204,7 @@ class SegDataset(Dataset):
         image = load_image(img_path)
         label = load_label(ann_path, self.num_classes, self.reduce_zero_label)
         if image.shape[:2] != label.shape:
-            raise ValueError(
+            raise AnnotationError(
                 f"image {img_path} is {image.shape[1]}x{image.shape[0]} but its annotation {ann_path} is "
                 f"{label.shape[1]}x{label.shape[0]}; they must have the same size"
             )
@@ -217,7 +231,7 @@ class SegDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, i])
             img_t, lbl_t = self.transform(image, label, rng)
             return {"image": img_t, "label": lbl_t, "skipped": k}
-        raise UnreadableFileError(
+        raise BrokenFilesError(
             f"{MAX_CONSECUTIVE_SKIPS} consecutive training pairs could not be read, e.g. {errors[0]}; "
             f"check the files under {self.root}"
         )

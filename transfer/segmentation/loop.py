@@ -53,7 +53,7 @@ from engine.schedules import schedule_from_config, set_lr
 from ssl_backbones.checkpoint import load_encoder_weights
 
 from .config import SegConfig
-from .data import SegDataset, collate_train, read_class_names
+from .data import BrokenFilesError, SegDataset, collate_train, read_class_names
 from .evaluation import evaluate
 from .model import UperNet, build_upernet
 from .transforms import EvalTransform, TrainTransform
@@ -64,7 +64,7 @@ _LOSS_KEYS = ("loss", "loss_seg", "loss_aux")
 
 def resolve_classes(cfg: SegConfig) -> tuple[list[str], int]:
     """Class names and K from the config / dataset; they must agree when both are given."""
-    names = read_class_names(cfg.data.root, cfg.data.classes)
+    names = read_class_names(cfg.data.root, cfg.data.classes, cfg.data.num_classes)
     k = cfg.data.num_classes if cfg.data.num_classes is not None else len(names)
     if len(names) != k:
         raise ConfigError(
@@ -224,6 +224,11 @@ def train(cfg: SegConfig) -> dict:
         num_layers=model.backbone.encoder.depth, prefix=UperNet.ENCODER_PREFIX, eps=cfg.optim.eps,
     )
     total = cfg.solver.iterations
+    if cfg.optim.warmup_steps >= total:
+        raise ConfigError(
+            f"optim.warmup_steps={cfg.optim.warmup_steps} must be smaller than solver.iterations={total}; "
+            "shorten the warmup too (e.g. --set optim.warmup_steps=...)"
+        )
     schedule = schedule_from_config(cfg.optim, total)
     scaler = make_grad_scaler(precision, device)
 
@@ -365,7 +370,7 @@ def train(cfg: SegConfig) -> dict:
 def _check_skipped(skipped: torch.Tensor, min_reads: int, max_fraction: float, root: Path) -> None:
     bad, reads = int(skipped[0]), int(skipped[1])
     if reads >= max(min_reads, 1) and bad > max_fraction * (bad + reads):
-        raise RuntimeError(
+        raise BrokenFilesError(
             f"{bad} of {bad + reads} training reads hit unreadable files under {root} (more than "
             f"data.max_skipped_fraction={max_fraction}); repair or remove the broken files (see the warnings "
             "above for their names) or raise data.max_skipped_fraction"
