@@ -14,6 +14,7 @@ a function of (seed, epoch, index), so a resumed run continues as if never stopp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -182,8 +183,6 @@ def evaluate_only(cfg: SegConfig, checkpoint: str | Path | None = None) -> dict:
 
 
 def _without_weights(cfg: SegConfig) -> SegConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
 
 
@@ -202,6 +201,12 @@ def train(cfg: SegConfig) -> dict:
     last.pth, best.pth (highest mIoU), eval_results.json (per-class IoU of the last evaluation).
     """
     start_time = time.perf_counter()
+    total = cfg.solver.iterations
+    if cfg.optim.warmup_steps >= total:
+        raise ConfigError(
+            f"optim.warmup_steps={cfg.optim.warmup_steps} must be smaller than solver.iterations={total}; "
+            "shorten the warmup too (e.g. --set optim.warmup_steps=...)"
+        )
     info = init_distributed(cfg.run.device)
     device = info.device
     run_dir = Path(cfg.run.output_dir)
@@ -223,12 +228,6 @@ def train(cfg: SegConfig) -> dict:
         model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.layer_decay,
         num_layers=model.backbone.encoder.depth, prefix=UperNet.ENCODER_PREFIX, eps=cfg.optim.eps,
     )
-    total = cfg.solver.iterations
-    if cfg.optim.warmup_steps >= total:
-        raise ConfigError(
-            f"optim.warmup_steps={cfg.optim.warmup_steps} must be smaller than solver.iterations={total}; "
-            "shorten the warmup too (e.g. --set optim.warmup_steps=...)"
-        )
     schedule = schedule_from_config(cfg.optim, total)
     scaler = make_grad_scaler(precision, device)
 
