@@ -134,3 +134,36 @@ def test_nonfinite_loss_stops_with_a_checkpoint(demo_ade: Path, tmp_path: Path, 
     state = load_checkpoint(tmp_path / "nan" / "nonfinite.pth")
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+FORK_AFTER_CV2_POOL = """
+import dataclasses, sys
+import cv2, numpy as np
+sys.path.insert(0, {tests!r})
+from test_seg_train import tiny_config
+from transfer.segmentation.loop import train
+from pathlib import Path
+
+# Use OpenCV's thread pool in this process first, as the demo's data generation does.
+image = np.random.default_rng(0).random((1500, 1500, 3), dtype=np.float32)
+for _ in range(3):
+    cv2.GaussianBlur(cv2.resize(image, (2000, 2000)), (15, 15), 3)
+cfg = tiny_config(Path({root!r}), Path({out!r}))
+cfg = dataclasses.replace(
+    cfg,
+    data=dataclasses.replace(cfg.data, num_workers=1),
+    solver=dataclasses.replace(cfg.solver, iterations=2),
+    optim=dataclasses.replace(cfg.optim, warmup_steps=0),
+    eval=dataclasses.replace(cfg.eval, every=2, max_images=2),
+)
+print("step", train(cfg)["step"])
+"""
+
+
+def test_workers_do_not_deadlock_after_the_parent_used_opencv_threads(demo_ade: Path, tmp_path: Path) -> None:
+    # Regression: forked DataLoader workers hung in cv2.setNumThreads once the parent had used
+    # OpenCV's pool (tools/demo.py generating its data, then training UperNet with workers).
+    script = FORK_AFTER_CV2_POOL.format(tests=str(REPO / "tests"), root=str(demo_ade), out=str(tmp_path / "run"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "step 2" in done.stdout

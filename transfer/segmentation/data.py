@@ -45,6 +45,19 @@ Fix: point data.root (--data-root / --set data.root=...) at the folder that hold
 _log = logging.getLogger("target_ssl")
 
 
+def single_thread_cv2(_worker_id: int | None = None) -> None:
+    """Run OpenCV on one thread. Call it in the main process before a DataLoader forks its workers,
+    and pass it as their `worker_init_fn`.
+
+    A forked worker inherits OpenCV's thread-pool bookkeeping but not its threads. If the parent
+    had used the pool (demo data generation, in-process transforms) and the worker resizes it, the
+    worker deadlocks (OpenCV 5.0; seen in tools/demo.py). Setting 1 in the parent first makes the
+    workers' call a no-op; it still matters under a `spawn` start method, and one decode thread
+    per worker is right anyway since the workers already run in parallel.
+    """
+    cv2.setNumThreads(1)
+
+
 class UnreadableFileError(OSError):
     """An image or annotation file could not be decoded."""
 

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
@@ -17,15 +16,11 @@ from engine.logging import progress
 from engine.precision import autocast
 
 from .config import EvalConfig
-from .data import SegDataset, collate_single
+from .data import SegDataset, collate_single, single_thread_cv2
 from .inference import predict_logits
 from .metrics import SegEvaluator, per_class_table, save_per_class
 
 _log = logging.getLogger("target_ssl")
-
-
-def _worker_init(_: int) -> None:
-    cv2.setNumThreads(1)  # one decode thread per worker; the workers already run in parallel
 
 
 @torch.no_grad()
@@ -53,13 +48,15 @@ def evaluate(
     model.eval()
     num_classes = dataset.num_classes
     indices = list(range(get_rank(), len(dataset), get_world_size()))
+    if num_workers:
+        single_thread_cv2()  # before the workers fork (see its docstring)
     loader = DataLoader(
         dataset,
         batch_size=1,
         sampler=indices,
         num_workers=num_workers,
         collate_fn=collate_single,
-        worker_init_fn=_worker_init,
+        worker_init_fn=single_thread_cv2,
         pin_memory=device.type == "cuda",
         generator=torch.Generator(),  # never draw the loader's seed from the global RNG (exact resume)
     )

@@ -21,7 +21,6 @@ import math
 import time
 from pathlib import Path
 
-import cv2
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
@@ -54,7 +53,7 @@ from engine.schedules import schedule_from_config, set_lr
 from ssl_backbones.checkpoint import load_encoder_weights
 
 from .config import SegConfig
-from .data import BrokenFilesError, SegDataset, collate_train, read_class_names
+from .data import BrokenFilesError, SegDataset, collate_train, read_class_names, single_thread_cv2
 from .evaluation import evaluate
 from .model import UperNet, build_upernet
 from .transforms import EvalTransform, TrainTransform
@@ -114,10 +113,6 @@ def _state(model: nn.Module, optimizer, scaler, step: int, epoch: int, sampler_s
         "best": best,
         "meta": {"task": "segmentation", "arch": cfg.model.arch},
     }
-
-
-def _worker_init(_: int) -> None:
-    cv2.setNumThreads(1)
 
 
 def _check_batch(cfg: SegConfig, info: DistInfo, sync_bn: bool) -> int:
@@ -287,6 +282,8 @@ def train(cfg: SegConfig) -> dict:
             ckpt.save_named(state_now(), "best")
         return m
 
+    if cfg.data.num_workers:
+        single_thread_cv2()  # before the first fork (see its docstring)
     model.train()
     with save_on_interrupt(lambda: ckpt.save(state_now(), step)):
         while step < total:
@@ -297,7 +294,7 @@ def train(cfg: SegConfig) -> dict:
             loader = DataLoader(
                 train_ds, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.data.num_workers,
                 collate_fn=collate_train, drop_last=True, pin_memory=device.type == "cuda",
-                generator=sampler.loader_generator, worker_init_fn=_worker_init,
+                generator=sampler.loader_generator, worker_init_fn=single_thread_cv2,
             )
             for batch in loader:
                 lr = set_lr(optimizer, cfg.optim.lr, schedule(step))
