@@ -49,6 +49,7 @@ from .config import DataConfig
 __all__ = [
     "DatasetLayoutError",
     "AnnotationFormatError",
+    "BrokenImagesError",
     "SplitFiles",
     "resolve_split",
     "load_coco_json",
@@ -66,6 +67,10 @@ class DatasetLayoutError(FileNotFoundError):
 
 class AnnotationFormatError(ValueError):
     """An annotation json is not valid JSON or not in COCO format."""
+
+
+class BrokenImagesError(RuntimeError):
+    """Too many training images could not be read."""
 
 
 _LAYOUTS = {

@@ -51,7 +51,7 @@ from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config, set_lr
 
 from .config import DetConfig
-from .datasets import CocoInstances, collate, resolve_split
+from .datasets import BrokenImagesError, CocoInstances, collate, resolve_split
 from .evaluation import DetectionEvaluator, run_inference
 from .model import ENCODER_PREFIX, build_mask_rcnn, encoder_of
 from .sampler import RepeatFactorSampler, repeat_factors
@@ -307,7 +307,7 @@ def train(cfg: DetConfig) -> dict[str, Any]:
                 skipped_total += skipped
                 seen_images += len(images) + skipped
                 if skipped_total > max(10, cfg.data.max_skipped_fraction * seen_images):
-                    raise RuntimeError(
+                    raise BrokenImagesError(
                         f"{skipped_total} of {seen_images} training images could not be read (limit "
                         f"data.max_skipped_fraction={cfg.data.max_skipped_fraction}); check the files in "
                         f"{train_ds.files.image_dir} (the log names each one) or raise the limit"
