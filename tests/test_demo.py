@@ -35,11 +35,15 @@ def test_tiny_demo_pipeline_end_to_end(tmp_path, capsys):
         assert row["mIoU"] == pytest.approx(seg["mIoU"])
         assert all(0.0 <= v <= 100.0 for v in row.values())
         assert f"| {init} |" in printed
-    # The pretrained rows really started from the pretraining export; random init from nothing.
-    assert (tmp_path / "pretrain" / "encoder.safetensors").is_file()
-    det_cfg = json.loads((tmp_path / "det_pretrained" / "config.json").read_text())
-    assert det_cfg["model"]["weights"] == str(tmp_path / "pretrain" / "encoder.safetensors")
-    assert json.loads((tmp_path / "det_random_init" / "config.json").read_text())["model"]["weights"] is None
+    # Each pretrained row started from the encoder pretrained on its own target's images; random
+    # init from nothing.
+    for kind, data, source in (("det", "coco", "demo"), ("seg", "ade", "ade20k")):
+        encoder = tmp_path / f"pretrain_{data}" / "encoder.safetensors"
+        assert encoder.is_file()
+        assert json.loads((tmp_path / f"pretrain_{data}" / "config.json").read_text())["data"]["name"] == source
+        cfg = json.loads((tmp_path / f"{kind}_pretrained" / "config.json").read_text())
+        assert cfg["model"]["weights"] == str(encoder)
+        assert json.loads((tmp_path / f"{kind}_random_init" / "config.json").read_text())["model"]["weights"] is None
 
     assert json.loads((tmp_path / "results.json").read_text()) == summary
     assert (tmp_path / "results.md").read_text().startswith("| initialisation | box AP | mask AP | mIoU |")
