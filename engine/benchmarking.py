@@ -22,6 +22,15 @@ _GPU_PEAK_TFLOPS: dict[str, dict[str, float]] = {
 }
 
 
+def benchmark_device(name: str) -> torch.device:
+    """The device to measure on ("auto": CUDA when present); on CUDA, cuDNN autotuning is enabled
+    since the shapes are fixed."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
 def peak_tflops(device: torch.device, precision: str) -> float | None:
     """The device's dense peak TFLOP/s for `precision`, or None when unknown (CPUs, unlisted GPUs)."""
     if device.type != "cuda":

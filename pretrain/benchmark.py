@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.benchmarking import peak_tflops, print_table, time_steps, write_json
+from engine.benchmarking import benchmark_device, peak_tflops, print_table, time_steps, write_json
 from engine.optim import build_adamw
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 
@@ -39,12 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count (and MFU)")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
@@ -157,7 +151,7 @@ def add_relative_times(rows: list[dict]) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    device = _device(args.device)
+    device = benchmark_device(args.device)
     precision = resolve_precision(args.precision, device)
     if args.batch_size is None:
         args.batch_size = 64 if device.type == "cuda" else 4

@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from engine.benchmarking import print_table, time_steps, write_json
+from engine.benchmarking import benchmark_device, print_table, time_steps, write_json
 from engine.optim import build_adamw
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 
@@ -31,12 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=80)
     p.add_argument("--boxes", type=int, default=16, help="ground-truth instances per image")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute encoder blocks in backward")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def synthetic_batch(
@@ -94,10 +88,8 @@ def bench_arch(arch: str, args: argparse.Namespace, device: torch.device, precis
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    device = _device(args.device)
+    device = benchmark_device(args.device)
     precision = resolve_precision(args.precision, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     rows = []
     for arch in args.archs:
         rows.append(bench_arch(arch, args, device, precision))

@@ -210,6 +210,8 @@ def train(cfg: DetConfig) -> dict[str, Any]:
     schedule = schedule_from_config(optim_cfg, total_steps)
 
     model = _build_model(cfg, train_ds.num_classes, info)
+    if not cfg.model.weights:  # said here, not in the builder, which also serves evaluation and pictures
+        _log.info("encoder %s: random initialisation (model.weights is None)", cfg.model.arch)
     core = model
     encoder = encoder_of(core)
     optimizer = build_adamw(

@@ -107,8 +107,6 @@ def build_encoder(cfg: ModelConfig, allow_pickle: bool = False) -> VisionTransfo
                 "for random initialisation."
             )
         load_encoder_weights(encoder, path, allow_pickle=allow_pickle, logger=_log)
-    else:
-        _log.info("encoder %s: random initialisation (model.weights is None)", cfg.arch)
     return encoder
 
 

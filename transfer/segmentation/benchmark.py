@@ -14,7 +14,14 @@ import warnings
 
 import torch
 
-from engine.benchmarking import peak_tflops, print_table, sdpa_flop_jit, time_steps, write_json
+from engine.benchmarking import (
+    benchmark_device,
+    peak_tflops,
+    print_table,
+    sdpa_flop_jit,
+    time_steps,
+    write_json,
+)
 from engine.optim import build_adamw
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 
@@ -32,12 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, default=None, help="UPerHead width (default: per arch, 768 for ViT-B)")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute encoder blocks in backward")
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count (and TFLOP/s)")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def forward_flops(model: UperNet, size: int) -> float:
@@ -106,10 +107,8 @@ def bench_arch(arch: str, args: argparse.Namespace, device: torch.device, precis
 
 
 def run(args: argparse.Namespace) -> list[dict]:
-    device = _device(args.device)
+    device = benchmark_device(args.device)
     precision = resolve_precision(args.precision, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     rows = []
     for arch in args.archs:
         rows.append(bench_arch(arch, args, device, precision))

@@ -94,8 +94,6 @@ def build_model(cfg: SegConfig, num_classes: int) -> UperNet:
     )
     if m.weights:
         load_encoder_weights(model.backbone.encoder, m.weights, allow_pickle=cfg.run.allow_pickle)
-    else:
-        _log.info("encoder: random initialisation (model.weights is None)")
     return model
 
 
@@ -214,6 +212,8 @@ def train(cfg: SegConfig) -> dict:
 
     names, num_classes = resolve_classes(cfg)
     model = build_model(cfg, num_classes)
+    if not cfg.model.weights:  # said here, not in the builder, which also serves evaluation and pictures
+        _log.info("encoder %s: random initialisation (model.weights is None)", cfg.model.arch)
     sync_bn = info.distributed and device.type == "cuda"
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
