@@ -23,6 +23,7 @@ from transfer.detection.datasets import (
     resolve_split,
 )
 from transfer.detection.sampler import RepeatFactorSampler, repeat_factors
+from transfer.detection.transforms import build_train_transforms
 
 
 def test_targets_match_the_annotations(demo_coco: Path) -> None:
@@ -52,6 +53,55 @@ def test_targets_match_the_annotations(demo_coco: Path) -> None:
             np.testing.assert_array_equal(mask.numpy(), ds.coco.annToMask(a))
             assert int(mask.sum()) == a["area"]
     assert seen_crowd and seen_rle  # the demo split exercises crowds and RLE segmentations
+
+
+def _augmented_set(demo_coco: Path, seed: int = 5) -> CocoInstances:
+    cfg = DataConfig(kind="coco", root=str(demo_coco), train_sizes=(96, 128, 160), max_size=256,
+                     crop_pre_sizes=(96, 128), crop_size=(64, 96))
+    return CocoInstances(resolve_split(cfg, "train"), train=True, transforms=build_train_transforms(cfg), seed=seed)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    (img_a, t_a), (img_b, t_b) = a, b
+    return img_a.shape == img_b.shape and torch.equal(img_a, img_b) and torch.equal(t_a["boxes"], t_b["boxes"])
+
+
+def test_augmentation_depends_only_on_seed_epoch_and_index(demo_coco: Path) -> None:
+    ds = _augmented_set(demo_coco)
+    ds.set_epoch(2)
+    first = [ds[i] for i in range(6)]
+    torch.manual_seed(123)
+    torch.rand(17)  # whatever the global stream did before...
+    assert all(_same(a, ds[i]) for i, a in enumerate(first))  # ...the samples are the same
+    # ...and sampling leaves the global stream where it was.
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    ds[0]
+    assert torch.equal(torch.rand(3), expected)
+    # Another epoch, another seed, or another copy (index + N) draws other augmentations.
+    others = []
+    for epoch, seed in ((3, 5), (2, 6)):
+        alt = _augmented_set(demo_coco, seed)
+        alt.set_epoch(epoch)
+        others.append([alt[i] for i in range(6)])
+    others.append([ds[i + len(ds)] for i in range(6)])
+    for batch in others:
+        assert not all(_same(a, b) for a, b in zip(first, batch))
+    assert all(ds[i + len(ds)][1]["image_id"] == first[i][1]["image_id"] for i in range(6))
+
+
+def test_loader_workers_do_not_change_the_samples(demo_coco: Path) -> None:
+    ds = _augmented_set(demo_coco)
+    ds.set_epoch(1)
+    batches = []
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(ds, batch_size=3, sampler=list(range(9)), num_workers=workers,
+                                             collate_fn=collate)
+        batches.append([(images, targets) for images, targets, _ in loader])
+    for (imgs_a, tgts_a), (imgs_b, tgts_b) in zip(*batches):
+        for a, b, ta, tb in zip(imgs_a, imgs_b, tgts_a, tgts_b):
+            assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["masks"], tb["masks"])
 
 
 def test_filter_empty_and_collate(demo_coco: Path) -> None:
@@ -169,11 +219,18 @@ def test_repeat_factor_sampler_is_deterministic_sharded_and_unbiased() -> None:
         shards.append(list(s))
     assert sorted(shards[0] + shards[1]) == sorted(order)
     assert shards[0] == order[0::2] and shards[1] == order[1::2]
+    # Copy k of image i is yielded as i + k * N: within an epoch no index repeats (so each copy
+    # gets its own augmentation), and images with factors >= 2 do come as several copies.
+    for epoch in range(20):
+        full.set_epoch(epoch)
+        drawn = list(full)
+        assert len(set(drawn)) == len(drawn)
+        assert max(drawn) >= len(factors)
     # Over many epochs each image is drawn in proportion to its factor.
     counts = torch.zeros(len(factors))
     for epoch in range(400):
         full.set_epoch(epoch)
-        counts += torch.bincount(torch.tensor(list(full)), minlength=len(factors))
+        counts += torch.bincount(torch.tensor(list(full)) % len(factors), minlength=len(factors))
     rate = counts / 400
     assert torch.allclose(rate, factors * n / factors.sum(), atol=0.12)
     # Resume mid-epoch: skip the first 2 batches of 2.

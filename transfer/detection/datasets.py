@@ -228,6 +228,13 @@ class CocoInstances(Dataset):
         transforms: v2 transform applied to `(image, target)` in training.
         filter_empty: drop training images without a usable (non-crowd, >= 1 px) annotation.
         max_images: keep only the first N images (quick evaluation).
+        seed: base seed of the training augmentation.
+
+    A training sample's augmentation is drawn from torch's RNG seeded by (seed, epoch, index) (see
+    `set_epoch`), so it depends only on what is sampled, not on the worker that loads it or on
+    anything drawn before: results are the same for any `num_workers`, and a resume reproduces
+    them exactly. An index >= len(self) means image `index % len(self)` with its own draws (the
+    repeat-factor sampler numbers an image's repeats within an epoch that way).
     """
 
     def __init__(
@@ -237,10 +244,13 @@ class CocoInstances(Dataset):
         transforms: Callable | None = None,
         filter_empty: bool = True,
         max_images: int | None = None,
+        seed: int = 0,
     ) -> None:
         self.files = files
         self.train = train
         self.transforms = transforms
+        self.seed = int(seed)
+        self.epoch = 0
         self.data = load_coco_json(files.ann_file)
         self.coco = coco_api(self.data)
         self.cat_ids: list[int] = sorted(c["id"] for c in self.data["categories"])
@@ -261,6 +271,16 @@ class CocoInstances(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.cat_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch `epoch`'s augmentations (call before creating the loader's iterator)."""
+        self.epoch = int(epoch)
+
+    def _augment(self, index: int, image: tv_tensors.Image, target: dict) -> tuple[tv_tensors.Image, dict]:
+        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
+            torch.manual_seed(seed)
+            return self.transforms(image, target)
 
     @staticmethod
     def _usable(ann: dict) -> bool:
@@ -327,7 +347,7 @@ class CocoInstances(Dataset):
                 return tv_tensors.Image(image), {"image_id": img_id, "skipped": skipped}
             image, target = tv_tensors.Image(image), self._target(img_id, info)
             if self.transforms is not None:
-                image, target = self.transforms(image, target)
+                image, target = self._augment(index + attempt, image, target)
             target["image_id"] = img_id
             target["skipped"] = skipped
             return image, target

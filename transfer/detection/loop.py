@@ -72,6 +72,7 @@ def build_datasets(cfg: DetConfig, train: bool = True) -> tuple[CocoInstances | 
         train=True,
         transforms=build_train_transforms(cfg.data),
         filter_empty=cfg.data.filter_empty,
+        seed=cfg.run.seed,
     )
     if train_ds.cat_ids != val_ds.cat_ids:
         raise ValueError(
@@ -299,6 +300,7 @@ def train(cfg: DetConfig) -> dict[str, Any]:
             if step >= total_steps:
                 break
             sampler.set_epoch(epoch)
+            train_ds.set_epoch(epoch)
             first = start_batch if epoch == start_epoch else 0
             if first:
                 sampler.set_start_batch(first, bpg)

@@ -50,6 +50,9 @@ def repeat_factors(categories_per_image: Sequence[Sequence[int]], threshold: flo
 class RepeatFactorSampler(ResumableSampler):
     """Indices drawn with per-image repeat factors, `floor(sum(r))` per epoch, sharded over ranks.
 
+    The k-th copy of image i within an epoch is yielded as `i + k * N` (N images), so that
+    `CocoInstances` gives each copy its own augmentation (it reads image `index % N`).
+
     Args:
         factors: (N,) repeat factors from :func:`repeat_factors`.
         seed: base seed (identical on every rank).
@@ -78,9 +81,13 @@ class RepeatFactorSampler(ResumableSampler):
         g.manual_seed(self.seed + self.epoch)
         whole = self.factors.floor()
         reps = (whole + (torch.rand(self.num_images, generator=g, dtype=torch.float64) < self.factors - whole)).long()
-        pool = torch.repeat_interleave(torch.arange(self.num_images), reps)
+        images = torch.repeat_interleave(torch.arange(self.num_images), reps)
+        first = torch.repeat_interleave(torch.cumsum(reps, 0) - reps, reps)  # where each image's run starts
+        pool = images + self.num_images * (torch.arange(images.numel()) - first)  # i + k * N for copy k
         pool = pool[torch.randperm(pool.numel(), generator=g)]
         total = self.num_samples * self.world_size
-        if pool.numel() < total:
-            pool = pool.repeat(-(-total // pool.numel()))
+        if pool.numel() < total:  # pad (rare: sum of the drawn repeats below the mean); later copies, later k
+            rounds = -(-total // pool.numel())
+            offsets = torch.arange(rounds).repeat_interleave(pool.numel()) * reps.max() * self.num_images
+            pool = pool.repeat(rounds) + offsets
         return pool[:total][self.rank :: self.world_size].tolist()
