@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,13 +30,17 @@ def series(records: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
 def plot_loss_curves(
     runs: Mapping[str, str | Path], out_png: str | Path, key: str = "loss", title: str = ""
 ) -> Path:
-    """One line per run (label -> metrics.jsonl) of `key` against the step, smoothed lightly."""
+    """One line per run (label -> metrics.jsonl) of `key` against the step: the logged values, and
+    over them a centred moving average (about 1/15 of the points wide) once a run has enough points."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for label, path in runs.items():
         steps, values = series(read_metrics(path), key)
-        if steps:
+        window = len(values) // 15
+        if window >= 2:
             ax.plot(steps, values, alpha=0.3, linewidth=0.8)
-            ax.plot(steps, _ema(values), label=label, color=ax.lines[-1].get_color(), linewidth=1.6)
+            ax.plot(steps, smooth(values, window), label=label, color=ax.lines[-1].get_color(), linewidth=1.6)
+        elif steps:
+            ax.plot(steps, values, label=label, linewidth=1.6)
     ax.set_xlabel("iteration")
     ax.set_ylabel(key)
     ax.set_title(title or key)
@@ -50,9 +55,9 @@ def plot_loss_curves(
     return out_png
 
 
-def _ema(values: Sequence[float], beta: float = 0.9) -> list[float]:
-    out, avg = [], None
-    for v in values:
-        avg = v if avg is None else beta * avg + (1 - beta) * v
-        out.append(avg)
-    return out
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Centred moving average of `window` points; near the ends, the mean of the points in reach.
+    Centred, so the curve does not lag behind the data as an exponential average does."""
+    v = np.asarray(values, dtype=float)
+    kernel = np.ones(window)
+    return np.convolve(v, kernel, mode="same") / np.convolve(np.ones_like(v), kernel, mode="same")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 from PIL import Image
 
-from engine.plots import plot_loss_curves, series
+from engine.plots import plot_loss_curves, series, smooth
 from pretrain.visualize import save_split_figure, split_views
 from transfer.detection.visualize import save_detection_figure
 from transfer.segmentation.visualize import IGNORE_INDEX, colorize, palette, save_segmentation_figure
@@ -22,6 +23,14 @@ def test_split_views_partition_the_image():
     assert view_a[:, :16, :16].eq(0.5).all()  # a B patch, greyed in A's view
     assert torch.equal(view_b[:, :16, :16], image[:, :16, :16])
     assert view_b[:, 16:, 32:].eq(0.5).all()
+
+
+def test_smooth_is_a_centred_mean_without_lag():
+    # Window 3 by hand: ends average the two points in reach.
+    assert smooth([1.0, 2.0, 6.0, 3.0], 3).tolist() == [1.5, 3.0, 11 / 3, 4.5]
+    # A straight line stays on itself away from the ends: no lag behind the data.
+    line = np.arange(30, dtype=float)
+    assert np.allclose(smooth(line, 5)[2:-2], line[2:-2])
 
 
 def test_colorize_blacks_out_ignored_pixels():
