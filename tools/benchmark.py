@@ -13,9 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-# Run as a script, tools/ is sys.path[0] and tools/pretrain.py would shadow the `pretrain` package.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+# Run as a script, tools/ is sys.path[0], where tools/pretrain.py would shadow the `pretrain`
+# package: put this checkout's root there instead, so the tool runs the code it ships with (not
+# another checkout that an editable install points to).
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_REPO, _REPO / "tools")]
 
 from pretrain import benchmark as pretrain_benchmark  # noqa: E402
 from transfer.detection import benchmark as det_benchmark  # noqa: E402

@@ -21,9 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a script, tools/ is sys.path[0] and tools/pretrain.py would shadow the `pretrain` package.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+# Run as a script, tools/ is sys.path[0], where tools/pretrain.py would shadow the `pretrain`
+# package: put this checkout's root there instead, so the tool runs the code it ships with (not
+# another checkout that an editable install points to).
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_REPO, _REPO / "tools")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -42,7 +44,7 @@ from transfer.detection.visualize import save_predictions_figure as save_det_fig
 from transfer.segmentation.loop import train as train_seg  # noqa: E402
 from transfer.segmentation.visualize import save_predictions_figure as save_seg_figure  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = _REPO
 INITS = ("pretrained", "random_init")
 # Budgets (pretraining epochs per target, detection epochs, segmentation iterations): 10.6 minutes
 # in all on an idle 2-core CPU (under the 15-minute bound), and a 20-second pipeline check with --tiny.

@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 
 # Any script in tools/ runs with this folder as sys.path[0], where this file would shadow the
-# `pretrain` package. Take the folder off the path; and if another tool's `import pretrain...` landed
-# here, hand the importer the real package (the import system returns sys.modules[name]).
-_TOOLS = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _TOOLS]
+# `pretrain` package. Put this checkout's root there instead, so the tool runs the code it ships
+# with (not another checkout that an editable install points to); and if another tool's
+# `import pretrain...` landed here, hand the importer the real package (the import system returns
+# sys.modules[name]).
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_REPO, _REPO / "tools")]
 if __name__ == "pretrain":
     import importlib
 

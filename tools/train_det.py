@@ -12,12 +12,17 @@ field (e.g. `--set optim.lr=2e-4 solver.epochs=12 data.kind=lvis`). AP is report
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from transfer.cli import TransferCLI
-from transfer.detection.config import DetConfig
-from transfer.detection.datasets import AnnotationFormatError, BrokenImagesError
-from transfer.detection.loop import evaluate, train
+# Run the code of this checkout, not another one that an editable install points to.
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_REPO, _REPO / "tools")]
+
+from transfer.cli import TransferCLI  # noqa: E402
+from transfer.detection.config import DetConfig  # noqa: E402
+from transfer.detection.datasets import AnnotationFormatError, BrokenImagesError  # noqa: E402
+from transfer.detection.loop import evaluate, train  # noqa: E402
 
 
 def summarize(result: dict) -> dict:
@@ -29,7 +34,7 @@ def summarize(result: dict) -> dict:
 CLI = TransferCLI(
     description=__doc__,
     config_type=DetConfig,
-    config_dirs=[Path("det_configs"), Path(__file__).resolve().parents[1] / "det_configs"],
+    config_dirs=[Path("det_configs"), _REPO / "det_configs"],
     model_name="Mask R-CNN",
     data_root_help="dataset root (data.root), e.g. the COCO folder with train2017/ val2017/ annotations/",
     set_example="optim.lr=2e-4 data.root=/data/coco",

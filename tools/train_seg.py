@@ -12,12 +12,17 @@ field (e.g. `--set optim.lr=5e-4 solver.iterations=80000 eval.mode=whole`).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from transfer.cli import TransferCLI
-from transfer.segmentation.config import SegConfig
-from transfer.segmentation.data import AnnotationError, BrokenFilesError
-from transfer.segmentation.loop import evaluate_only, train
+# Run the code of this checkout, not another one that an editable install points to.
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_REPO, _REPO / "tools")]
+
+from transfer.cli import TransferCLI  # noqa: E402
+from transfer.segmentation.config import SegConfig  # noqa: E402
+from transfer.segmentation.data import AnnotationError, BrokenFilesError  # noqa: E402
+from transfer.segmentation.loop import evaluate_only, train  # noqa: E402
 
 
 def summarize(result: dict) -> dict:
@@ -27,7 +32,7 @@ def summarize(result: dict) -> dict:
 CLI = TransferCLI(
     description=__doc__,
     config_type=SegConfig,
-    config_dirs=[Path("seg_configs"), Path(__file__).resolve().parents[1] / "seg_configs"],
+    config_dirs=[Path("seg_configs"), _REPO / "seg_configs"],
     model_name="UperNet",
     data_root_help="dataset folder holding images/ and annotations/ (data.root)",
     set_example="optim.lr=5e-4 data.root=/data/ADEChallengeData2016",
