@@ -32,6 +32,7 @@ __all__ = [
     "get_world_size",
     "is_main_process",
     "barrier",
+    "broadcast_buffers",
     "all_reduce_sum",
     "all_reduce_mean",
     "all_gather_with_grad",
@@ -155,6 +156,19 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if get_world_size() > 1:
         dist.barrier()
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy process `src`'s buffers (BatchNorm running statistics, ...) into every process's `module`.
+
+    Call before evaluating a model trained under DDP. Where BatchNorm is not synchronised (gloo on
+    CPUs) each process's running statistics last moved with its own batch, so the processes would
+    score their shards of the validation set with slightly different models, none of them the
+    checkpoint rank 0 saves. DDP itself re-broadcasts rank 0's buffers at every forward.
+    """
+    if get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -167,3 +167,33 @@ def test_workers_do_not_deadlock_after_the_parent_used_opencv_threads(demo_ade: 
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "step 2" in done.stdout
+
+
+@pytest.mark.distributed
+def test_two_process_run_reports_the_metrics_of_its_checkpoint(demo_ade: Path, tmp_path: Path) -> None:
+    # Under gloo BatchNorm is not synchronised, so each process's running statistics follow its
+    # own batches. Evaluation must still score rank 0's model (the one the checkpoint holds):
+    # the 2-process run's final mIoU equals a single-process evaluation of its last.pth.
+    overrides = [
+        "model.depth=2", "model.embed_dim=64", "model.num_heads=2", "model.channels=32", "model.aux_channels=16",
+        f"data.root={demo_ade}", "data.scale=(256,64)", "data.crop_size=(64,64)", "data.num_workers=0",
+        "eval.crop=(64,64)", "eval.stride=(42,42)", "eval.max_images=6", "eval.every=4",
+        "solver.iterations=4", "solver.batch_size=4", "optim.warmup_steps=0", "run.ckpt_every_steps=4",
+    ]
+    base = ["tools/train_seg.py", "--config", "demo_upernet_vit_tiny.py", "--device", "cpu"]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+         *base, "--output-dir", str(tmp_path / "ddp"), "--set", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    trained = json.loads((tmp_path / "ddp" / "final_metrics.json").read_text())
+    single = subprocess.run(
+        [sys.executable, *base, "--eval-only", "--weights", str(tmp_path / "ddp" / "last.pth"),
+         "--output-dir", str(tmp_path / "eval"), "--set", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    assert evaluated["mIoU"] == pytest.approx(trained["mIoU"], abs=1e-9)
+    assert evaluated["aAcc"] == pytest.approx(trained["aAcc"], abs=1e-9)

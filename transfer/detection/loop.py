@@ -38,6 +38,7 @@ from engine.distributed import (
     all_gather_object,
     all_reduce_mean,
     barrier,
+    broadcast_buffers,
     init_distributed,
     seed_everything,
     unwrap_model,
@@ -162,7 +163,9 @@ def _evaluate_model(
         val_ds.label_to_cat_id,
         max_dets=cfg.eval.detections_per_image,
     )
-    run_inference(unwrap_model(model), _val_loader(cfg, val_ds, info), evaluator, info.device, precision, desc=tag)
+    core = unwrap_model(model)
+    broadcast_buffers(core)  # every process runs rank 0's model (the one its checkpoints hold)
+    run_inference(core, _val_loader(cfg, val_ds, info), evaluator, info.device, precision, desc=tag)
     metrics = evaluator.evaluate(Path(cfg.run.output_dir) / "eval", tag=tag, save_results=save_results)
     return all_gather_object(metrics)[0]  # rank 0 scored; every rank needs the numbers
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from engine.distributed import all_reduce_sum, get_rank, get_world_size, is_main_process
+from engine.distributed import all_reduce_sum, broadcast_buffers, get_rank, get_world_size, is_main_process
 from engine.logging import progress
 from engine.precision import autocast
 
@@ -45,6 +45,7 @@ def evaluate(
         {"mIoU", "mAcc", "aAcc", "IoU": [K], "Acc": [K], "num_images", "skipped_images"} (percent).
     """
     was_training = model.training
+    broadcast_buffers(model)  # every process scores with rank 0's model (the one its checkpoints hold)
     model.eval()
     num_classes = dataset.num_classes
     indices = list(range(get_rank(), len(dataset), get_world_size()))
