@@ -93,7 +93,9 @@ class RunConfig:
     """Where a run writes, how it checkpoints and resumes.
 
     ``resume``: None (fresh run), ``"auto"`` (newest checkpoint in ``output_dir`` if any) or a
-    checkpoint path. ``allow_pickle`` permits legacy (non weights-only) checkpoint loading.
+    checkpoint path. ``overwrite``: delete an earlier run in ``output_dir`` and start over (without
+    it, or ``resume``, a folder holding another run is refused). ``allow_pickle`` permits legacy
+    (non weights-only) checkpoint loading.
     """
 
     output_dir: str = "runs/default"
@@ -104,6 +106,7 @@ class RunConfig:
     ckpt_every_steps: int = 1000
     keep_last: int = 2
     resume: str | None = None
+    overwrite: bool = False
     allow_pickle: bool = False
 
     def __post_init__(self) -> None:

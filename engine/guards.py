@@ -5,12 +5,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["NonFiniteLossError", "check_finite", "save_on_interrupt"]
+__all__ = ["NonFiniteLossError", "check_finite", "save_on_interrupt", "stop_on_signals", "StopRequest", "REQUEUE_EXIT_CODE"]
+
+# Exit status of a run stopped by a signal after a resumable checkpoint: a SLURM script can test it
+# and requeue the job (``[ $? -eq 3 ] && scontrol requeue $SLURM_JOB_ID``), which then continues
+# with ``--resume auto``.
+REQUEUE_EXIT_CODE = 3
 
 _log = logging.getLogger("target_ssl")
 
@@ -83,3 +90,45 @@ def save_on_interrupt(save: Callable[[], Any]) -> Iterator[None]:
         result = save()
         _log.warning("interrupted; state saved%s", f" to {result}" if result is not None else "")
         raise
+
+
+class StopRequest:
+    """A flag set by a signal handler; read at step boundaries (never a collective in the handler)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.reason = signal.Signals(signum).name
+        _log.warning("%s received: saving a checkpoint at the end of this step, then stopping", self.reason)
+
+    def should_stop(self, device: torch.device | str = "cpu") -> bool:
+        """Same answer on every rank: true if any rank got a signal (one small all-reduce)."""
+        flag = torch.tensor([1.0 if self.reason else 0.0], device=device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and self.reason is None:
+            self.reason = "a signal on another process"
+        return bool(flag.item())
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGUSR1")) -> Iterator[StopRequest]:
+    """Turn SIGINT / SIGTERM / SIGUSR1 into a :class:`StopRequest` inside the block; the old handlers
+    come back on exit. Off the main thread (where handlers cannot be set) the request never fires."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    old = {}
+    for name in signals:
+        if hasattr(signal, name):
+            sig = getattr(signal, name)
+            old[sig] = signal.signal(sig, request._handler)
+    try:
+        yield request
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

@@ -43,6 +43,20 @@ def _to_float(v: Any) -> float | None:
         return None
 
 
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep the records of ``path`` up to ``step`` (atomic rewrite; unreadable lines are dropped)."""
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class MetricLogger:
     """Append scalar metrics to ``run_dir/metrics.jsonl`` and TensorBoard (``run_dir/tb``).
 
@@ -54,10 +68,17 @@ class MetricLogger:
         run_dir: output directory (created).
         enabled: default ``is_main_process()``; when False every method is a no-op.
         tensorboard: also write TensorBoard event files.
+        resume_step: a resumed run's step: records after it (logged by the interrupted run after
+            its last checkpoint) are dropped from the json log and TensorBoard, so no step is
+            logged twice.
     """
 
     def __init__(
-        self, run_dir: str | os.PathLike, enabled: bool | None = None, tensorboard: bool = True
+        self,
+        run_dir: str | os.PathLike,
+        enabled: bool | None = None,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
     ) -> None:
         self.enabled = is_main_process() if enabled is None else enabled
         self.run_dir = Path(run_dir)
@@ -66,11 +87,15 @@ class MetricLogger:
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        path = self.run_dir / "metrics.jsonl"
+        if resume_step is not None and path.is_file():
+            _truncate_after(path, resume_step)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import; only when used
 
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Record ``metrics`` (floats, 0-dim tensors, or json-able values) at ``step``."""

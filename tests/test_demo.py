@@ -27,7 +27,7 @@ def test_tiny_demo_pipeline_end_to_end(tmp_path, capsys):
 
     # The table is built from the runs' own metric files, for both initialisations.
     for init in demo.INITS:
-        det = json.loads((tmp_path / f"det_{init}" / "metrics.json").read_text())
+        det = json.loads((tmp_path / f"det_{init}" / "final_metrics.json").read_text())
         seg = json.loads((tmp_path / f"seg_{init}" / "final_metrics.json").read_text())
         row = summary["rows"][init]
         assert row["box AP"] == pytest.approx(det["bbox_AP"])

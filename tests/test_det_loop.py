@@ -45,13 +45,13 @@ def test_train_evaluate_resume_and_eval_only(demo_coco: Path, tmp_path: Path) ->
     result = train(cfg)
     run = tmp_path / "a"
 
-    # Final metrics: AP in percent, written to metrics.json and eval/final_metrics.json.
-    saved = json.loads((run / "metrics.json").read_text())
+    # Final metrics: AP in percent, written to final_metrics.json and eval/final_metrics.json.
+    saved = json.loads((run / "final_metrics.json").read_text())
     for t in ("bbox", "segm"):
         for k in ("AP", "AP50", "AP75"):
             assert 0.0 <= saved[f"{t}_{k}"] <= 100.0
             assert saved[f"{t}_{k}"] == pytest.approx(result[f"{t}_{k}"])
-    assert result["steps"] == 4 and saved["num_images"] == 4
+    assert result["step"] == 4 and saved["num_images"] == 4
     results_json = json.loads((run / "eval" / "final_results.json").read_text())
     assert isinstance(results_json, list)
     # Per-iteration losses for loss curves, and the resolved config.

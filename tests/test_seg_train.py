@@ -42,7 +42,7 @@ def tiny_config(root: Path, out: Path) -> SegConfig:
                           warmup_start=0.1),
         solver=SolverConfig(iterations=ITERS, batch_size=4),
         eval=EvalConfig(mode="slide", crop=(64, 64), stride=(42, 42), every=6, max_images=6),
-        run=RunConfig(output_dir=str(out), device="cpu", precision="auto", log_every=4, ckpt_every_steps=4,
+        run=RunConfig(output_dir=str(out), device="cpu", precision="auto", log_every=1, ckpt_every_steps=4,
                       keep_last=0, seed=3),
     )
 
@@ -61,9 +61,9 @@ def test_train_writes_metrics_and_checkpoints(run_a) -> None:
     assert len(iou) == 8 and result["mIoU"] == pytest.approx(float(np.nanmean(iou)))
     assert 0.0 <= result["mIoU"] <= 100.0 and 0.0 < result["aAcc"] <= 100.0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    train_steps = [r["step"] for r in records if "train/loss" in r]
+    train_steps = [r["step"] for r in records if "loss" in r]
     assert train_steps == list(range(1, ITERS + 1))  # one loss record per iteration
-    assert all(math.isfinite(r["train/loss"]) and "train/loss_aux" in r for r in records if "train/loss" in r)
+    assert all(math.isfinite(r["loss"]) and "loss_aux" in r for r in records if "loss" in r)
     assert [r["step"] for r in records if "val/mIoU" in r] == [6, ITERS]
     for name in ("config.json", "config.py", "last.pth", "best.pth", "eval_results.json", "final_metrics.json",
                  "checkpoint_00000004.pth", "checkpoint_00000008.pth", "log.txt"):
@@ -110,8 +110,8 @@ def test_resume_continues_exactly(run_a, tmp_path: Path) -> None:
     assert result_b["mIoU"] == pytest.approx(result["mIoU"])
     losses_a = [json.loads(x) for x in (Path(cfg.run.output_dir) / "metrics.jsonl").read_text().splitlines()]
     losses_b = [json.loads(x) for x in (out_b / "metrics.jsonl").read_text().splitlines()]
-    tail_a = [r["train/loss"] for r in losses_a if "train/loss" in r and r["step"] > 8]
-    tail_b = [r["train/loss"] for r in losses_b if "train/loss" in r]
+    tail_a = [r["loss"] for r in losses_a if "loss" in r and r["step"] > 8]
+    tail_b = [r["loss"] for r in losses_b if "loss" in r]
     assert tail_a == tail_b
 
 

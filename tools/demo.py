@@ -140,10 +140,10 @@ def save_pictures(out: Path, configs: dict, results: dict, seed: int) -> list[Pa
     pics.append(plot_loss_curves({i: out / f"det_{i}" / "metrics.jsonl" for i in INITS}, out / "det_loss.png",
                                  title="Mask R-CNN fine-tuning loss"))
     pics.append(plot_loss_curves({i: out / f"seg_{i}" / "metrics.jsonl" for i in INITS}, out / "seg_loss.png",
-                                 key="train/loss", title="UperNet fine-tuning loss"))
+                                 title="UperNet fine-tuning loss"))
     pics.append(_split_picture(out / "splitmask_split.png", seed))
     for init in INITS:
-        pics.append(save_det_figure(configs[("det", init)], results[("det", init)]["last_checkpoint"],
+        pics.append(save_det_figure(configs[("det", init)], results[("det", init)]["checkpoint"],
                                     out / f"detections_{init}.png"))
         pics.append(save_seg_figure(configs[("seg", init)], results[("seg", init)]["checkpoint"],
                                     out / f"segmentation_{init}.png"))

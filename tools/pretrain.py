@@ -33,6 +33,7 @@ from engine.checkpoint import LegacyPickleError  # noqa: E402
 from engine.config import ConfigError, apply_overrides  # noqa: E402
 from engine.distributed import is_main_process  # noqa: E402
 from engine.guards import NonFiniteLossError  # noqa: E402
+from engine.trainer import RunInterrupted  # noqa: E402
 from pretrain.config import PretrainConfig, default_config  # noqa: E402
 from pretrain.data import DATASETS, BrokenImagesError, DatasetLayoutError  # noqa: E402
 from pretrain.loop import train  # noqa: E402
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", default=None, help="run directory (default runs/pretrain_<method>_<arch>_<data>)"
     )
     p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in the run directory) or a path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run in the output dir and start over (says what it deletes)")
     p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N updates")
     p.add_argument("--init", default=None, help="start the encoder from this checkpoint")
     p.add_argument("--seed", type=int, default=None)
@@ -122,12 +125,27 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
             precision=args.precision or cfg.run.precision,
             device=args.device or cfg.run.device,
             resume=args.resume,
+            overwrite=args.overwrite,
             ckpt_every_steps=args.ckpt_every or cfg.run.ckpt_every_steps,
             seed=args.seed if args.seed is not None else cfg.run.seed,
             allow_pickle=args.allow_pickle,
         ),
     )
-    return apply_overrides(cfg, args.set)
+    cfg = apply_overrides(cfg, args.set)
+    return _explicit_wins(cfg, args)
+
+
+def _explicit_wins(cfg: PretrainConfig, args: argparse.Namespace) -> PretrainConfig:
+    """An explicit `--set optim.lr` / `optim.warmup_steps` wins over the derived value (the blr
+    scaling rule, the warmup-epochs rule); the resolved values are logged when the run starts."""
+    given = {item.split("=", 1)[0].strip() for item in args.set}
+    r = dataclasses.replace
+    if "optim.lr" in given and args.blr is None and "schedule.blr" not in given:
+        cfg = r(cfg, schedule=r(cfg.schedule, blr=None))
+    if "optim.warmup_steps" in given and "schedule.warmup_epochs" not in given:
+        # warmup_steps > 0 is used as given; an explicit 0 means no warmup.
+        cfg = r(cfg, schedule=r(cfg.schedule, warmup_epochs=None if cfg.optim.warmup_steps else 0.0))
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -142,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
             ArchitectureMismatchError, LegacyPickleError) as e:  # fmt: skip
         # Problems with the inputs: the message says what and how to fix it; no traceback needed.
         sys.exit(f"error: {e}")
+    except RunInterrupted as e:
+        print(e, file=sys.stderr)
+        raise  # exit code REQUEUE_EXIT_CODE: a scheduler may requeue the job
     if result["encoder"] is not None and is_main_process():
         print(f"encoder: {result['encoder']}\ncheckpoint: {result['checkpoint']}")
     return result

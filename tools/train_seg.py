@@ -22,7 +22,7 @@ sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() no
 from transfer.cli import TransferCLI  # noqa: E402
 from transfer.segmentation.config import SegConfig  # noqa: E402
 from transfer.segmentation.data import AnnotationError, BrokenFilesError  # noqa: E402
-from transfer.segmentation.loop import evaluate_only, train  # noqa: E402
+from transfer.segmentation.loop import evaluate, train  # noqa: E402
 
 
 def summarize(result: dict) -> dict:
@@ -37,7 +37,7 @@ CLI = TransferCLI(
     data_root_help="dataset folder holding images/ and annotations/ (data.root)",
     set_example="optim.lr=5e-4 data.root=/data/ADEChallengeData2016",
     train=train,
-    evaluate=evaluate_only,
+    evaluate=evaluate,
     summarize=summarize,
     input_errors=(AnnotationError, BrokenFilesError),
 )

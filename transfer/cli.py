@@ -21,6 +21,7 @@ from engine.checkpoint import LegacyPickleError
 from engine.config import ConfigError, apply_overrides, load_config
 from engine.distributed import cleanup_distributed, is_main_process
 from engine.guards import NonFiniteLossError
+from engine.trainer import RunInterrupted
 from ssl_backbones.checkpoint import ArchitectureMismatchError, CheckpointFormatError
 
 # Input problems every transfer run can meet; their messages name the file and the fix.
@@ -58,6 +59,8 @@ class TransferCLI:
         p.add_argument("--resume", nargs="?", const="auto", default=None,
                        help="continue a run: 'auto' (default when given without a value) = newest checkpoint in "
                             "the output dir, or a checkpoint path")
+        p.add_argument("--overwrite", action="store_true",
+                       help="delete an earlier run in the output dir and start over (says what it deletes)")
         p.add_argument("--eval-only", action="store_true", help="only evaluate --weights / eval.checkpoint")
         p.add_argument("--allow-pickle", action="store_true",
                        help="allow legacy pickled checkpoints (can run arbitrary code: trusted files only)")
@@ -79,8 +82,10 @@ class TransferCLI:
             if getattr(args, flag):
                 flags.append(f"{key}={getattr(args, flag)}")
         cfg = apply_overrides(cfg, flags)
-        if args.allow_pickle:
-            cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, allow_pickle=True))
+        if args.allow_pickle or args.overwrite:
+            run = dataclasses.replace(cfg.run, allow_pickle=cfg.run.allow_pickle or args.allow_pickle,
+                                      overwrite=cfg.run.overwrite or args.overwrite)
+            cfg = dataclasses.replace(cfg, run=run)
         return cfg
 
     def main(self, argv: list[str] | None = None) -> dict:
@@ -96,6 +101,9 @@ class TransferCLI:
             main_process = is_main_process()
         except COMMON_INPUT_ERRORS + self.input_errors as e:
             sys.exit(f"error: {e}")
+        except RunInterrupted as e:
+            print(e, file=sys.stderr)
+            raise
         finally:
             cleanup_distributed()
         if main_process:

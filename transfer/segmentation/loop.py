@@ -1,7 +1,7 @@
 """UperNet training loop (iteration-based, as the reference recipe) on the shared engine.
 
     train(cfg) -> {"mIoU", "mAcc", "aAcc", "best_mIoU", "best_step", "step", "checkpoint", ...}
-    evaluate_only(cfg, checkpoint) -> the same metrics for a trained UperNet checkpoint
+    evaluate(cfg, checkpoint) -> the same metrics for a trained UperNet checkpoint
 
 One process per device (plain `python`, or `torchrun` for DDP: NCCL on GPUs, gloo on CPUs);
 `solver.batch_size` is the total over processes. BatchNorm becomes SyncBatchNorm under DDP on GPUs
@@ -17,49 +17,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
-from engine.checkpoint import (
-    CheckpointManager,
-    capture_rng_state,
-    find_resume_checkpoint,
-    load_checkpoint,
-    restore_rng_state,
-)
-from engine.config import ConfigError, config_to_dict, save_config
-from engine.distributed import (
-    DistInfo,
-    all_gather_object,
-    all_reduce_mean,
-    all_reduce_sum,
-    barrier,
-    init_distributed,
-    seed_everything,
-    unwrap_model,
-    wrap_ddp,
-)
-from engine.guards import check_finite, save_on_interrupt
-from engine.logging import MetricLogger, ThroughputMeter, format_seconds, progress, setup_logging
-from engine.optim import build_adamw, clip_grad
-from engine.precision import autocast, make_grad_scaler, resolve_precision
+from engine.checkpoint import load_checkpoint
+from engine.config import ConfigError
+from engine.distributed import DistInfo
+from engine.optim import build_adamw
 from engine.sampler import ResumableSampler
-from engine.schedules import schedule_from_config, set_lr
+from engine.schedules import schedule_from_config
+from engine.trainer import RunContext, Task, TrainSetup, fit, open_run
 from ssl_backbones.checkpoint import load_encoder_weights
 
 from .config import SegConfig
-from .data import BrokenFilesError, SegDataset, collate_train, read_class_names, single_thread_cv2
-from .evaluation import evaluate
+from .data import SegDataset, collate_train, read_class_names, single_thread_cv2
+from .evaluation import evaluate as evaluate_model
 from .model import UperNet, build_upernet
 from .transforms import EvalTransform, TrainTransform
 
 _log = logging.getLogger("target_ssl")
-_LOSS_KEYS = ("loss", "loss_seg", "loss_aux")
 
 
 def resolve_classes(cfg: SegConfig) -> tuple[list[str], int]:
@@ -97,22 +75,6 @@ def build_model(cfg: SegConfig, num_classes: int) -> UperNet:
     return model
 
 
-def _state(model: nn.Module, optimizer, scaler, step: int, epoch: int, sampler_state: dict, cfg: SegConfig,
-           best: dict) -> dict:
-    return {
-        "model": unwrap_model(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "step": step,
-        "epoch": epoch,
-        "rng": all_gather_object(capture_rng_state()),
-        "sampler": sampler_state,
-        "config": config_to_dict(cfg),
-        "best": best,
-        "meta": {"task": "segmentation", "arch": cfg.model.arch},
-    }
-
-
 def _check_batch(cfg: SegConfig, info: DistInfo, sync_bn: bool) -> int:
     world = info.world_size
     if cfg.solver.batch_size % world:
@@ -142,7 +104,7 @@ def _load_model_state(path: str | Path, allow_pickle: bool) -> dict:
     return sd
 
 
-def evaluate_only(cfg: SegConfig, checkpoint: str | Path | None = None) -> dict:
+def evaluate(cfg: SegConfig, checkpoint: str | Path | None = None) -> dict:
     """Evaluate a trained UperNet checkpoint (`checkpoint` or `cfg.eval.checkpoint`) on the validation split.
 
     Writes `eval_results.json` (per-class table) and `eval_metrics.json` into `run.output_dir`.
@@ -150,9 +112,8 @@ def evaluate_only(cfg: SegConfig, checkpoint: str | Path | None = None) -> dict:
     checkpoint = checkpoint or cfg.eval.checkpoint
     if not checkpoint:
         raise ConfigError("--eval-only needs a checkpoint: pass --weights CKPT or --set eval.checkpoint=CKPT")
-    info = init_distributed(cfg.run.device)
-    run_dir = Path(cfg.run.output_dir)
-    setup_logging(run_dir)
+    ctx = open_run(cfg.run)
+    info, run_dir, precision = ctx.info, ctx.run_dir, ctx.precision
     names, k = resolve_classes(cfg)
     model = build_model(_without_weights(cfg), k)
     state = _load_model_state(checkpoint, cfg.run.allow_pickle)
@@ -163,9 +124,8 @@ def evaluate_only(cfg: SegConfig, checkpoint: str | Path | None = None) -> dict:
         state[pos_key] = model.backbone.encoder.pos_embed.detach().clone()
     model.load_state_dict(state)
     model.to(info.device)
-    precision = resolve_precision(cfg.run.precision, info.device)
     val_ds = _val_dataset(cfg, k)
-    metrics = evaluate(model, val_ds, cfg.eval, info.device, precision, cfg.data.num_workers, names,
+    metrics = evaluate_model(model, val_ds, cfg.eval, info.device, precision, cfg.data.num_workers, names,
                        run_dir / "eval_results.json")
     summary = {key: metrics[key] for key in ("mIoU", "mAcc", "aAcc", "num_images", "skipped_images")}
     summary["checkpoint"] = str(checkpoint)
@@ -186,188 +146,92 @@ def _val_dataset(cfg: SegConfig, num_classes: int) -> SegDataset:
     )
 
 
-def train(cfg: SegConfig) -> dict:
-    """Train UperNet per `cfg`; evaluate periodically and at the end. Returns the final metrics.
+class SegTask(Task):
+    """UperNet fine-tuning, iteration-based as the reference recipe; evaluates every `eval.every`."""
 
-    Writes into `cfg.run.output_dir`: config.json / config.py, log.txt, metrics.jsonl (every
-    iteration's losses and lr; eval results), TensorBoard events (tb/), checkpoint_*.pth +
-    last.pth, best.pth (highest mIoU), eval_results.json (per-class IoU of the last evaluation).
-    """
-    start_time = time.perf_counter()
-    total = cfg.solver.iterations
-    if cfg.optim.warmup_steps >= total:
-        raise ConfigError(
-            f"optim.warmup_steps={cfg.optim.warmup_steps} must be smaller than solver.iterations={total}; "
-            "shorten the warmup too (e.g. --set optim.warmup_steps=...)"
-        )
-    info = init_distributed(cfg.run.device)
-    device = info.device
-    run_dir = Path(cfg.run.output_dir)
-    setup_logging(run_dir)
-    seed_everything(cfg.run.seed, info.rank)
-    save_config(cfg, run_dir)
-    precision = resolve_precision(cfg.run.precision, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
+    name = "segmentation"
+    best_metric = "mIoU"
+    run_length_keys = ("solver.iterations", "eval.every", "data.num_workers")
 
-    names, num_classes = resolve_classes(cfg)
-    model = build_model(cfg, num_classes)
-    if not cfg.model.weights:  # said here, not in the builder, which also serves evaluation and pictures
-        _log.info("encoder %s: random initialisation (model.weights is None)", cfg.model.arch)
-    sync_bn = info.distributed and device.type == "cuda"
-    if sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    per_rank_batch = _check_batch(cfg, info, sync_bn)
-    model.to(device)
-    optimizer = build_adamw(
-        model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.layer_decay,
-        num_layers=model.backbone.encoder.depth, prefix=UperNet.ENCODER_PREFIX, eps=cfg.optim.eps,
-    )
-    schedule = schedule_from_config(cfg.optim, total)
-    scaler = make_grad_scaler(precision, device)
+    def __init__(self, cfg: SegConfig) -> None:
+        self.cfg = cfg
 
-    train_ds = SegDataset(
-        cfg.data.root, "train", num_classes,
-        TrainTransform(
-            crop_size=tuple(cfg.data.crop_size), scale=tuple(cfg.data.scale), ratio_range=tuple(cfg.data.ratio_range),
-            cat_max_ratio=cfg.data.cat_max_ratio, flip_prob=cfg.data.flip_prob, photometric=cfg.data.photometric,
-        ),
-        reduce_zero_label=cfg.data.reduce_zero_label, seed=cfg.run.seed,
-    )
-    val_ds = _val_dataset(cfg, num_classes)
-    sampler = ResumableSampler(len(train_ds), shuffle=True, seed=cfg.run.seed)
-    steps_per_epoch = sampler.num_samples // per_rank_batch
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"{len(train_ds)} training images cannot fill one batch of {per_rank_batch} per process; "
-            "lower solver.batch_size"
-        )
-
-    ckpt = CheckpointManager(run_dir, keep_last=cfg.run.keep_last)
-    step, best = 0, {"mIoU": float("-inf"), "step": -1}
-    resume_path = find_resume_checkpoint(cfg.run.resume, run_dir)
-    if resume_path is not None:
-        state = load_checkpoint(resume_path, allow_pickle=cfg.run.allow_pickle)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        best = dict(state.get("best", best))
-        sampler.load_state_dict(state["sampler"])  # refuses another seed / dataset / world size
-        restore_rng_state(state["rng"])
-        _log.info("resumed from %s at iteration %d", resume_path, step)
-    ddp_model = wrap_ddp(model, info)
-
-    logger = MetricLogger(run_dir)
-    meter = ThroughputMeter()
-    bar = progress(total=total, desc="seg train", initial=step)
-    skipped = torch.zeros(2, dtype=torch.long)  # unreadable reads, total reads (this process)
-    min_reads_for_check = min(len(train_ds), 200) // info.world_size
-    last_metrics: dict = {}
-
-    def state_now() -> dict:
-        e, b = divmod(step, steps_per_epoch)
-        sampler.set_epoch(e)
-        sampler_state = sampler.state_dict(b, per_rank_batch)
-        return _state(model, optimizer, scaler, step, e, sampler_state, cfg, best)
-
-    def run_eval() -> dict:
-        nonlocal best
-        m = evaluate(model, val_ds, cfg.eval, device, precision, cfg.data.num_workers, names,
-                     run_dir / "eval_results.json")
-        logger.log(step, {"val/mIoU": m["mIoU"], "val/mAcc": m["mAcc"], "val/aAcc": m["aAcc"]})
-        _log.info("iteration %d: mIoU %.2f  mAcc %.2f  aAcc %.2f", step, m["mIoU"], m["mAcc"], m["aAcc"])
-        if math.isfinite(m["mIoU"]) and m["mIoU"] > best["mIoU"]:
-            best = {"mIoU": m["mIoU"], "step": step}
-            ckpt.save_named(state_now(), "best")
-        return m
-
-    if cfg.data.num_workers:
-        single_thread_cv2()  # before the first fork (see its docstring)
-    model.train()
-    with save_on_interrupt(lambda: ckpt.save(state_now(), step)):
-        while step < total:
-            epoch, start_batch = divmod(step, steps_per_epoch)
-            sampler.set_epoch(epoch)
-            sampler.set_start_batch(start_batch, per_rank_batch)
-            train_ds.set_epoch(epoch)
-            loader = DataLoader(
-                train_ds, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.data.num_workers,
-                collate_fn=collate_train, drop_last=True, pin_memory=device.type == "cuda",
-                generator=sampler.loader_generator, worker_init_fn=single_thread_cv2,
+    def build(self, ctx: RunContext) -> TrainSetup:
+        cfg, device = self.cfg, ctx.device
+        total = cfg.solver.iterations
+        if cfg.optim.warmup_steps >= total:
+            raise ConfigError(
+                f"optim.warmup_steps={cfg.optim.warmup_steps} must be smaller than solver.iterations={total}; "
+                "shorten the warmup too (e.g. --set optim.warmup_steps=...)"
             )
-            for batch in loader:
-                lr = set_lr(optimizer, cfg.optim.lr, schedule(step))
-                images = batch["image"].to(device, non_blocking=True)
-                labels = batch["label"].to(device, non_blocking=True)
-                with autocast(precision, device):
-                    losses = ddp_model(images, labels)
-                # One sync per iteration: the mean losses over processes, for the guard and the log.
-                keys = [k for k in _LOSS_KEYS if k in losses]
-                logged = all_reduce_mean(torch.stack([losses[k].detach().float() for k in keys]))
-                values = dict(zip(keys, logged.tolist()))
-                check_finite(values["loss"], step, on_fail=lambda: ckpt.save_named(state_now(), "nonfinite"),
-                             components=values)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses["loss"]).backward()
-                if cfg.optim.clip_grad:
-                    scaler.unscale_(optimizer)
-                    clip_grad(model.parameters(), cfg.optim.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-
-                skipped += torch.tensor([batch["skipped"], per_rank_batch])
-                meter.update(per_rank_batch * info.world_size)
-                logger.log(step, {**{f"train/{k}": v for k, v in values.items()}, "train/lr": lr})
-                bar.update(1)
-                bar.set_postfix(meter.postfix(step, total, loss=values["loss"], lr=lr))
-                if step % cfg.run.log_every == 0 or step == total:
-                    _log.info(
-                        "iteration %d/%d  loss %.4f  lr %.3e  %.1f img/s  eta %s", step, total, values["loss"], lr,
-                        meter.images_per_sec, format_seconds(meter.eta_seconds(step, total)),
-                    )
-                    _check_skipped(skipped, min_reads_for_check, cfg.data.max_skipped_fraction, train_ds.root)
-                if step % cfg.run.ckpt_every_steps == 0 and step < total:
-                    ckpt.save(state_now(), step)
-                if cfg.eval.every and step % cfg.eval.every == 0 and step < total:
-                    last_metrics = run_eval()
-                if step >= total:
-                    break
-    bar.close()
-    last_metrics = run_eval()
-    final_path = ckpt.save(state_now(), step)
-    logger.close()
-    barrier()
-    skipped_total = all_reduce_sum(skipped)
-    result = {
-        "mIoU": last_metrics["mIoU"],
-        "mAcc": last_metrics["mAcc"],
-        "aAcc": last_metrics["aAcc"],
-        "IoU": last_metrics["IoU"],
-        "class_names": names,
-        "best_mIoU": best["mIoU"],
-        "best_step": best["step"],
-        "step": step,
-        "checkpoint": str(final_path or run_dir / "last.pth"),
-        "best_checkpoint": str(run_dir / "best.pth"),
-        "run_dir": str(run_dir),
-        "skipped_train_reads": int(skipped_total[0]),
-        "skipped_val_images": last_metrics["skipped_images"],
-        "wall_time_s": time.perf_counter() - start_time,
-    }
-    if info.is_main:
-        (run_dir / "final_metrics.json").write_text(json.dumps(result, indent=2))
-        _log.info("done: mIoU %.2f (best %.2f at iteration %d), %s", result["mIoU"], best["mIoU"], best["step"],
-                  format_seconds(result["wall_time_s"]))
-    return result
-
-
-def _check_skipped(skipped: torch.Tensor, min_reads: int, max_fraction: float, root: Path) -> None:
-    bad, reads = int(skipped[0]), int(skipped[1])
-    if reads >= max(min_reads, 1) and bad > max_fraction * (bad + reads):
-        raise BrokenFilesError(
-            f"{bad} of {bad + reads} training reads hit unreadable files under {root} (more than "
-            f"data.max_skipped_fraction={max_fraction}); repair or remove the broken files (see the warnings "
-            "above for their names) or raise data.max_skipped_fraction"
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
+        self.names, num_classes = resolve_classes(cfg)
+        sync_bn = ctx.info.distributed and device.type == "cuda"
+        per_rank_batch = _check_batch(cfg, ctx.info, sync_bn)
+        train_ds = _train_dataset(cfg, num_classes)
+        self.val_ds = _val_dataset(cfg, num_classes)
+        sampler = ResumableSampler(len(train_ds), shuffle=True, seed=cfg.run.seed)
+        steps_per_epoch = sampler.num_samples // per_rank_batch
+        if steps_per_epoch == 0:
+            raise ConfigError(
+                f"{len(train_ds)} training images cannot fill one batch of {per_rank_batch} per process; "
+                "lower solver.batch_size"
+            )
+        model = build_model(cfg, num_classes)
+        if not cfg.model.weights:  # said here, not in the builder, which also serves evaluation and pictures
+            _log.info("encoder %s: random initialisation (model.weights is None)", cfg.model.arch)
+        if sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(device)
+        optimizer = build_adamw(
+            model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.layer_decay,
+            num_layers=model.backbone.encoder.depth, prefix=UperNet.ENCODER_PREFIX, eps=cfg.optim.eps,
         )
+        if cfg.data.num_workers:
+            single_thread_cv2()  # before the first fork (see its docstring)
+        return TrainSetup(
+            config=cfg, model=model, optimizer=optimizer, dataset=train_ds, sampler=sampler,
+            collate_fn=collate_train, batch_size=per_rank_batch, total_steps=total,
+            steps_per_epoch=steps_per_epoch, schedule=schedule_from_config(cfg.optim, total),
+            base_lr=cfg.optim.lr, num_workers=cfg.data.num_workers, worker_init_fn=single_thread_cv2,
+            clip_grad=cfg.optim.clip_grad, max_skipped_fraction=cfg.data.max_skipped_fraction,
+            min_seen=min(len(train_ds), 200),
+        )  # fmt: skip
+
+    def step(self, model: nn.Module, batch: dict, ctx: RunContext) -> dict[str, torch.Tensor]:
+        images = batch["image"].to(ctx.device, non_blocking=True)
+        labels = batch["label"].to(ctx.device, non_blocking=True)
+        return model(images, labels)
+
+    def evaluate_at(self, step: int) -> bool:
+        return bool(self.cfg.eval.every) and step % self.cfg.eval.every == 0
+
+    def evaluate(self, model: nn.Module, ctx: RunContext, tag: str) -> dict:
+        m = evaluate_model(model, self.val_ds, self.cfg.eval, ctx.device, ctx.precision, self.cfg.data.num_workers,
+                           self.names, ctx.run_dir / "eval_results.json")
+        _log.info("%s: mIoU %.2f  mAcc %.2f  aAcc %.2f", tag, m["mIoU"], m["mAcc"], m["aAcc"])
+        return {**m, "class_names": self.names}
+
+    def meta(self) -> dict:
+        return {"task": "segmentation", "arch": self.cfg.model.arch}
+
+
+def _train_dataset(cfg: SegConfig, num_classes: int) -> SegDataset:
+    d = cfg.data
+    transform = TrainTransform(
+        crop_size=tuple(d.crop_size), scale=tuple(d.scale), ratio_range=tuple(d.ratio_range),
+        cat_max_ratio=d.cat_max_ratio, flip_prob=d.flip_prob, photometric=d.photometric,
+    )  # fmt: skip
+    return SegDataset(d.root, "train", num_classes, transform, reduce_zero_label=d.reduce_zero_label, seed=cfg.run.seed)
+
+
+def train(cfg: SegConfig) -> dict:
+    """Train UperNet per `cfg`; evaluate periodically and at the end. Returns the trainer's result
+    (`engine.trainer`: the final metrics, `best_mIoU`, `step`, `checkpoint`, ...).
+
+    Writes into `cfg.run.output_dir`: config.json / config.py, log.txt, metrics.jsonl, TensorBoard
+    events (tb/), checkpoint_*.pth + last.pth, best.pth (highest mIoU), eval_results.json (per-class
+    IoU of the last evaluation), final_metrics.json.
+    """
+    return fit(SegTask(cfg), cfg)
