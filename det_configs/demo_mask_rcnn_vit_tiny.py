@@ -15,7 +15,7 @@ from the demo's SplitMask encoder alike (seed 0).
 The demo data is generated on first use (seconds, no download).
 """
 
-from engine.demo_data import ensure_demo_coco
+from demo_data import ensure_demo_coco
 from transfer.detection.config import (
     DataConfig,
     DetConfig,

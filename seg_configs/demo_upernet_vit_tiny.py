@@ -12,7 +12,7 @@ pretrained on these images (8 classes; the two object classes, ball and box, sta
 budget; aAcc 91).
 """
 
-from engine.demo_data import ensure_demo_ade
+from demo_data import ensure_demo_ade
 from transfer.segmentation.config import (
     DataConfig,
     EvalConfig,

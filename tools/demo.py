@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from demo_data import ensure_demo_ade, ensure_demo_coco  # noqa: E402
 from engine.config import apply_overrides, load_config  # noqa: E402
-from engine.demo_data import ensure_demo_ade, ensure_demo_coco  # noqa: E402
 from engine.logging import format_seconds, setup_logging  # noqa: E402
 from engine.plots import plot_loss_curves  # noqa: E402
 from pretrain.config import default_config  # noqa: E402
