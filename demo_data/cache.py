@@ -15,6 +15,10 @@ from demo_data.coco import generate_coco
 from demo_data.drawing import GENERATOR_VERSION
 
 MARKER_NAME = "DONE"
+# A config's data root with this value names the built-in demo set; the dataset builders resolve it
+# (generating the set on first use), so loading a config never generates data. A folder that is
+# literally called "demo" is written "./demo".
+DEMO_ROOT = "demo"
 
 
 def demo_root() -> Path:
