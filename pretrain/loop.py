@@ -44,7 +44,7 @@ from engine.optim import build_adamw, clip_grad
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config, set_lr
-from ssl_backbones.checkpoint import export_encoder, load_encoder_weights
+from ssl_backbones import export_encoder, load_encoder_weights
 
 from .config import PretrainConfig, resolve_epochs
 from .data import BrokenImageMonitor, UnlabeledImages, build_transform, collate, list_images

@@ -48,3 +48,11 @@ def _first_party_imports(package: str) -> set[str]:
 def test_engine_and_demo_data_import_nothing_of_ours_but_themselves():
     assert _first_party_imports("engine") == {"engine"}
     assert _first_party_imports("demo_data") == {"demo_data"}
+
+
+def test_one_module_is_named_checkpoint_and_one_atomic_writer_exists():
+    ours = [p for pkg in OUR_PACKAGES for p in (REPO / pkg).rglob("*.py")]
+    assert [p.relative_to(REPO).as_posix() for p in ours if p.stem == "checkpoint"] == ["engine/checkpoint.py"]
+    # os.replace (the atomic rename) appears only in the engine's checkpoint module.
+    renamers = [p.relative_to(REPO).as_posix() for p in ours if "os.replace(" in p.read_text(encoding="utf-8")]
+    assert renamers == ["engine/checkpoint.py"]

@@ -38,7 +38,7 @@ from pretrain.data import DATASETS, BrokenImagesError, DatasetLayoutError  # noq
 from pretrain.loop import train  # noqa: E402
 from pretrain.methods import METHODS  # noqa: E402
 from pretrain.tokenizers import TOKENIZERS  # noqa: E402
-from ssl_backbones.checkpoint import ArchitectureMismatchError, CheckpointFormatError  # noqa: E402
+from ssl_backbones import ArchitectureMismatchError, CheckpointFormatError  # noqa: E402
 
 
 def _epochs(text: str) -> int | None:

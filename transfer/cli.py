@@ -21,7 +21,7 @@ from engine.checkpoint import LegacyPickleError
 from engine.config import ConfigError, apply_overrides, load_config
 from engine.distributed import cleanup_distributed, is_main_process
 from engine.guards import NonFiniteLossError
-from ssl_backbones.checkpoint import ArchitectureMismatchError, CheckpointFormatError
+from ssl_backbones import ArchitectureMismatchError, CheckpointFormatError
 
 # Input problems every transfer run can meet; their messages name the file and the fix.
 COMMON_INPUT_ERRORS: tuple[type[BaseException], ...] = (

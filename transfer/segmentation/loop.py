@@ -50,7 +50,7 @@ from engine.optim import build_adamw, clip_grad
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config, set_lr
-from ssl_backbones.checkpoint import load_encoder_weights
+from ssl_backbones import load_encoder_weights
 
 from .config import SegConfig
 from .data import BrokenFilesError, SegDataset, collate_train, read_class_names, single_thread_cv2
