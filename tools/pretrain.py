@@ -1,18 +1,7 @@
-"""Self-supervised pretraining of a ViT on a target dataset's own images.
-
-    python tools/pretrain.py --data coco --data-root $COCO --method splitmask --arch vit_small
-    python tools/pretrain.py --data ade20k --data-root $ADE --method splitmask --arch vit_base
-    python tools/pretrain.py --data demo --method splitmask --arch vit_tiny --epochs 2
-    torchrun --nproc_per_node 8 tools/pretrain.py --data coco --data-root $COCO --method beit --arch vit_base
-
-Flags set the common fields; `--set section.field=value` overrides any field of
-`pretrain.config.PretrainConfig` (sections: data, mask, tokenizer, model, schedule, optim, run).
-"""
+"""Shim for `target-ssl-pretrain` run from a checkout: `python tools/pretrain.py --help` (see pretrain.cli)."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -29,123 +18,7 @@ if __name__ == "pretrain":
     del sys.modules["pretrain"]
     sys.modules["pretrain"] = importlib.import_module("pretrain")
 
-from engine.checkpoint import LegacyPickleError  # noqa: E402
-from engine.config import ConfigError, apply_overrides  # noqa: E402
-from engine.distributed import is_main_process  # noqa: E402
-from engine.guards import NonFiniteLossError  # noqa: E402
-from pretrain.config import PretrainConfig, default_config  # noqa: E402
-from pretrain.data import DATASETS, BrokenImagesError, DatasetLayoutError  # noqa: E402
-from pretrain.loop import train  # noqa: E402
-from pretrain.methods import METHODS  # noqa: E402
-from pretrain.tokenizers import TOKENIZERS  # noqa: E402
-from ssl_backbones import ArchitectureMismatchError, CheckpointFormatError  # noqa: E402
-
-
-def _epochs(text: str) -> int | None:
-    if text == "auto":
-        return None
-    try:
-        value = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(
-            f"--epochs must be a positive integer or 'auto', got {text!r}"
-        ) from e
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--epochs must be positive, got {value}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", choices=DATASETS, default="demo", help="unlabeled image source")
-    p.add_argument("--data-root", default=None, help="dataset root (default: $TARGET_SSL_<DATA>_ROOT)")
-    p.add_argument("--method", choices=METHODS, default="splitmask")
-    p.add_argument(
-        "--arch", default="vit_small", help="vit_tiny | vit_small | vit_base | vit_large | vit_huge"
-    )
-    p.add_argument(
-        "--tokenizer", choices=TOKENIZERS, default=None, help="visual words (default random_projection)"
-    )
-    p.add_argument(
-        "--epochs", type=_epochs, default=None, help="an integer, or 'auto' (paper's constant-updates rule)"
-    )
-    p.add_argument("--batch-size", type=int, default=None, help="images per process and micro-batch")
-    p.add_argument("--accum-iter", type=int, default=None, help="micro-batches per update")
-    p.add_argument("--blr", type=float, default=None, help="base lr; lr = blr * total batch / 256")
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp16", "fp32"))
-    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
-    p.add_argument(
-        "--output-dir", default=None, help="run directory (default runs/pretrain_<method>_<arch>_<data>)"
-    )
-    p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in the run directory) or a path")
-    p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N updates")
-    p.add_argument("--init", default=None, help="start the encoder from this checkpoint")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument(
-        "--allow-pickle", action="store_true", help="allow legacy pickled checkpoints (trusted files only)"
-    )
-    p.add_argument(
-        "--set",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. optim.weight_decay=0.05",
-    )
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> PretrainConfig:
-    cfg = default_config(args.method, args.data)
-    r = dataclasses.replace
-    cfg = r(
-        cfg,
-        data=r(
-            cfg.data,
-            root=args.data_root if args.data_root is not None else cfg.data.root,
-            img_size=args.img_size or cfg.data.img_size,
-            num_workers=args.num_workers if args.num_workers is not None else cfg.data.num_workers,
-        ),
-        model=r(cfg.model, arch=args.arch, init=args.init),
-        tokenizer=r(cfg.tokenizer, kind=args.tokenizer or cfg.tokenizer.kind),
-        schedule=r(
-            cfg.schedule,
-            epochs=args.epochs,
-            batch_size=args.batch_size or cfg.schedule.batch_size,
-            accum_iter=args.accum_iter or cfg.schedule.accum_iter,
-            blr=args.blr if args.blr is not None else cfg.schedule.blr,
-        ),
-        run=r(
-            cfg.run,
-            output_dir=args.output_dir or f"runs/pretrain_{args.method}_{args.arch}_{args.data}",
-            precision=args.precision or cfg.run.precision,
-            device=args.device or cfg.run.device,
-            resume=args.resume,
-            ckpt_every_steps=args.ckpt_every or cfg.run.ckpt_every_steps,
-            seed=args.seed if args.seed is not None else cfg.run.seed,
-            allow_pickle=args.allow_pickle,
-        ),
-    )
-    return apply_overrides(cfg, args.set)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
-    try:
-        result = train(cfg)
-    except (ConfigError, DatasetLayoutError, BrokenImagesError, NonFiniteLossError, CheckpointFormatError,
-            ArchitectureMismatchError, LegacyPickleError) as e:  # fmt: skip
-        # Problems with the inputs: the message says what and how to fix it; no traceback needed.
-        sys.exit(f"error: {e}")
-    if result["encoder"] is not None and is_main_process():
-        print(f"encoder: {result['encoder']}\ncheckpoint: {result['checkpoint']}")
-    return result
-
+from pretrain.cli import build_parser, config_from_args, main  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()
