@@ -148,5 +148,11 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def entry() -> None:
+    """The console script: :func:`main` on ``sys.argv``, exit status 0 (a returned dict would be
+    printed and turned into status 1 by the script wrapper's ``sys.exit(main())``)."""
+    main()
+
+
 if __name__ == "__main__":
     main()

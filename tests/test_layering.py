@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUR_PACKAGES = {"engine", "ssl_backbones", "pretrain", "transfer", "demo_data", "tools"}
+OUR_PACKAGES = {"engine", "ssl_backbones", "pretrain", "transfer", "demo_data", "tools", "target_ssl"}
 
 
 def _modules(package: str) -> list[str]:
@@ -48,6 +48,12 @@ def _first_party_imports(package: str) -> set[str]:
 def test_engine_and_demo_data_import_nothing_of_ours_but_themselves():
     assert _first_party_imports("engine") == {"engine"}
     assert _first_party_imports("demo_data") == {"demo_data"}
+
+
+def test_pretraining_and_transfer_do_not_import_each_other_nor_the_tools():
+    for package, other in (("pretrain", "transfer"), ("transfer", "pretrain")):
+        imported = _first_party_imports(package)
+        assert other not in imported and not imported & {"tools", "target_ssl"}, package
 
 
 def test_one_module_is_named_checkpoint_and_one_atomic_writer_exists():

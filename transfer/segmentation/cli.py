@@ -42,5 +42,11 @@ CLI = TransferCLI(
 parse_args, build_config, main = CLI.parse_args, CLI.build_config, CLI.main
 
 
+def entry() -> None:
+    """The console script: :func:`main` on ``sys.argv``, exit status 0 (a returned dict would be
+    printed and turned into status 1 by the script wrapper's ``sys.exit(main())``)."""
+    main()
+
+
 if __name__ == "__main__":
     main()
