@@ -79,6 +79,24 @@ def _ade_textures(rng: np.random.Generator, h: int, w: int) -> dict[str, Callabl
     return {"sky": sky, "building": building, "tree": tree, "grass": grass, "road": road, "water": water}
 
 
+def _wooden_box(rng: np.random.Generator, h: int, w: int, base: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """A rotated box on the ground (below row `base`): (h, w) bool mask, its label, (h, w, 3) texture."""
+    side = rng.uniform(8.0, 0.25 * min(h, w))
+    rect = (
+        (float(rng.uniform(0, w)), float(rng.uniform(base, h))),
+        (side, side * rng.uniform(0.6, 1.4)),
+        float(rng.uniform(0, 90)),
+    )
+    corners = cv2.boxPoints(rect)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(corners).astype(np.int32)], 1)
+    wood = hsv(rng.uniform(0.05, 0.12), rng.uniform(0.5, 0.85), rng.uniform(0.45, 0.85))
+    texture = object_texture(rng, "stripes", h, w, wood, wood * 0.75)
+    edge = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+    texture[edge] *= 0.5  # dark outline
+    return mask.astype(bool), _ADE["box"], texture
+
+
 def _ade_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One scene: (h, w, 3) uint8 RGB and (h, w) uint8 labels (0 = other, 1..K = DEMO_ADE_CLASSES)."""
     h, w = image_size(rng)
@@ -140,20 +158,7 @@ def _ade_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         colour = hsv(rng.uniform(), rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
         paint(d2 < 1.0, _ADE["ball"], colour * (0.3 + 0.7 * light)[..., None])
     for _ in range(int(rng.integers(0, 3))):
-        side = rng.uniform(8.0, 0.25 * min(h, w))
-        rect = (
-            (float(rng.uniform(0, w)), float(rng.uniform(base, h))),
-            (side, side * rng.uniform(0.6, 1.4)),
-            float(rng.uniform(0, 90)),
-        )
-        corners = cv2.boxPoints(rect)
-        mask = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(mask, [np.round(corners).astype(np.int32)], 1)
-        wood = hsv(rng.uniform(0.05, 0.12), rng.uniform(0.5, 0.85), rng.uniform(0.45, 0.85))
-        texture = object_texture(rng, "stripes", h, w, wood, wood * 0.75)
-        edge = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
-        texture[edge] *= 0.5  # dark outline
-        paint(mask.astype(bool), _ADE["box"], texture)
+        paint(*_wooden_box(rng, h, w, base))
 
     # Half the images leave a thin unlabelled band along region borders, as ADE20k annotators do.
     if rng.uniform() < 0.5:
