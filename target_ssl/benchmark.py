@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def entry() -> None:
-    """The console script: :func:`main` on ``sys.argv``, exit status 0 (a returned dict would be
-    printed and turned into status 1 by the script wrapper's ``sys.exit(main())``)."""
+    """The console script (exit status 0; see :func:`pretrain.cli.entry`)."""
     main()
 
 

@@ -83,6 +83,11 @@ class TransferCLI:
             cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, allow_pickle=True))
         return cfg
 
+    def entry(self) -> None:
+        """The console script: :meth:`main` on ``sys.argv``, exit status 0 (a returned dict would be
+        printed and turned into status 1 by the script wrapper's ``sys.exit(main())``)."""
+        self.main()
+
     def main(self, argv: list[str] | None = None) -> dict:
         """Train (or only evaluate), print the headline metrics as JSON on the main process."""
         args = self.parse_args(argv)

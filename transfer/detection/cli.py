@@ -41,13 +41,7 @@ CLI = TransferCLI(
     summarize=summarize,
     input_errors=(AnnotationFormatError, BrokenImagesError),
 )
-parse_args, build_config, main = CLI.parse_args, CLI.build_config, CLI.main
-
-
-def entry() -> None:
-    """The console script: :func:`main` on ``sys.argv``, exit status 0 (a returned dict would be
-    printed and turned into status 1 by the script wrapper's ``sys.exit(main())``)."""
-    main()
+parse_args, build_config, main, entry = CLI.parse_args, CLI.build_config, CLI.main, CLI.entry
 
 
 if __name__ == "__main__":
