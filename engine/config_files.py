@@ -122,6 +122,10 @@ def load_config(name_or_path: str | os.PathLike, search_dirs: Sequence[str | os.
             (``.py`` appended when missing).
         search_dirs: folders to search, e.g. ``["det_configs"]``.
 
+    A file of a config package is a module: like any import it runs once per process (values it
+    reads from the environment are read then), and every load returns that module's ``config``;
+    overrides never mutate it (:func:`engine.config_overrides.apply_overrides` copies).
+
     Raises:
         ConfigError: file not found (the message lists the available configs), the file fails to
             execute, defines no ``config``, or has invalid choices (see :func:`validate_config`).
