@@ -31,7 +31,8 @@ def test_loading_the_demo_configs_writes_nothing(tmp_path: Path) -> None:
 
 def test_builders_resolve_the_demo_root(demo_coco: Path, demo_ade: Path) -> None:
     from transfer.detection.datasets import resolve_split
-    from transfer.segmentation.data import list_pairs, read_class_names
+    from transfer.segmentation.data import SegDataset, list_pairs, read_class_names
+    from transfer.segmentation.transforms import EvalTransform
 
     det = load_config("demo_mask_rcnn_vit_tiny.py", [REPO / "det_configs"])
     files = resolve_split(det.data, "val")
@@ -42,6 +43,8 @@ def test_builders_resolve_the_demo_root(demo_coco: Path, demo_ade: Path) -> None
     assert read_class_names(seg.data.root) == (demo_ade / "classes.txt").read_text().split()
     pairs = list_pairs(seg.data.root, "val")
     assert len(pairs) == 24 and all(img.parent == demo_ade / "images" / "validation" for img, _ in pairs)
+    dataset = SegDataset(seg.data.root, "val", 8, EvalTransform(scale=seg.data.scale))
+    assert dataset.root == demo_ade and dataset.pairs == pairs
 
 
 def test_a_folder_called_demo_is_written_with_a_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -203,7 +203,7 @@ class SegDataset(Dataset):
         seed: int = 0,
         max_images: int | None = None,
     ) -> None:
-        self.root = Path(root).expanduser()
+        self.root = resolve_root(root)
         self.split = split
         self.pairs = list_pairs(self.root, split)[:max_images]
         self.num_classes = num_classes
