@@ -12,10 +12,10 @@ Measured on the demo data (random init, 24 epochs): about 3 box AP / 9 box AP50 
 detector this small learns slowly from 90 images, so the numbers grow with solver.epochs. The demo
 runs 6 epochs (132 steps, about 2 min on the idle 2-core CPU): about 1 box AP from random init and
 from the demo's SplitMask encoder alike (seed 0).
-The demo data is generated on first use (seconds, no download).
+The demo data is generated when the dataset is first built (seconds, no download), not on load.
 """
 
-from engine.demo_data import ensure_demo_coco
+from demo_data import DEMO_ROOT
 from transfer.detection.config import (
     DataConfig,
     DetConfig,
@@ -34,7 +34,7 @@ config = DetConfig(
     ),
     data=DataConfig(
         kind="coco",
-        root=str(ensure_demo_coco()),
+        root=DEMO_ROOT,  # resolved (and generated on first use) when the dataset is built
         policy="multiscale_crop",
         train_sizes=(128, 160, 192),
         max_size=320,

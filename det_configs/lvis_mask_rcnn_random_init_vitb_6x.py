@@ -6,7 +6,7 @@ Paper reference: none (COCO only; random init ViT-B on COCO 6x: 43.0 box / 38.8 
 
 import dataclasses
 
-from lvis_mask_rcnn_splitmask_vitb_3x import config as base
+from det_configs.lvis_mask_rcnn_splitmask_vitb_3x import config as base
 
 config = dataclasses.replace(
     base,

@@ -11,7 +11,7 @@ annotations and the images in train2017/ and val2017/ (found through each image'
 
 import dataclasses
 
-from mask_rcnn_splitmask_vitb_3x import config as base
+from det_configs.mask_rcnn_splitmask_vitb_3x import config as base
 
 config = dataclasses.replace(
     base,

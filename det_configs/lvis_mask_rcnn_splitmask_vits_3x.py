@@ -6,7 +6,7 @@ LVIS settings as lvis_mask_rcnn_splitmask_vitb_3x.py.
 
 import dataclasses
 
-from mask_rcnn_splitmask_vits_3x import config as base
+from det_configs.mask_rcnn_splitmask_vits_3x import config as base
 
 config = dataclasses.replace(
     base,

@@ -7,7 +7,7 @@ AP (BEiT on ImageNet: 46.3 / 41.6). Layer scale 0.1 as in BEiT. Recipe as mask_r
 import dataclasses
 import os
 
-from mask_rcnn_beit_vits_3x import config as base
+from det_configs.mask_rcnn_beit_vits_3x import config as base
 
 config = dataclasses.replace(
     base,

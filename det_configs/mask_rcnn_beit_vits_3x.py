@@ -8,7 +8,7 @@ built with it and the checkpoint's values replace the init. Recipe as mask_rcnn_
 import dataclasses
 import os
 
-from mask_rcnn_splitmask_vits_3x import config as base
+from det_configs.mask_rcnn_splitmask_vits_3x import config as base
 
 config = dataclasses.replace(
     base,

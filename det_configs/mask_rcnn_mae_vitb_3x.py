@@ -9,7 +9,7 @@ mask_rcnn_splitmask_vits_3x.py.
 import dataclasses
 import os
 
-from mask_rcnn_splitmask_vitb_3x import config as base
+from det_configs.mask_rcnn_splitmask_vitb_3x import config as base
 
 config = dataclasses.replace(
     base,

@@ -16,7 +16,7 @@ Test: longest side 1024.
 import dataclasses
 import os
 
-from mask_rcnn_splitmask_vitb_3x import config as base
+from det_configs.mask_rcnn_splitmask_vitb_3x import config as base
 
 config = dataclasses.replace(
     base,

@@ -8,7 +8,7 @@ COCO 44.7 / 40.2 and SplitMask 45.3 / 40.6, Table 4). Recipe as mask_rcnn_splitm
 import dataclasses
 import os
 
-from mask_rcnn_splitmask_vits_3x import config as base
+from det_configs.mask_rcnn_splitmask_vits_3x import config as base
 
 config = dataclasses.replace(
     base,

@@ -6,7 +6,7 @@ Paper reference (Table 4, COCO val2017): random init ViT-B 40.7 box AP / 37.1 ma
 
 import dataclasses
 
-from mask_rcnn_splitmask_vitb_3x import config as base
+from det_configs.mask_rcnn_splitmask_vitb_3x import config as base
 
 config = dataclasses.replace(
     base,

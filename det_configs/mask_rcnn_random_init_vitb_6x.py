@@ -6,7 +6,7 @@ Paper reference (Table 4, COCO val2017, 6x): random init ViT-B 43.0 box AP / 38.
 
 import dataclasses
 
-from mask_rcnn_random_init_vitb_3x import config as base
+from det_configs.mask_rcnn_random_init_vitb_3x import config as base
 
 config = dataclasses.replace(
     base,

@@ -7,7 +7,7 @@ mask_rcnn_splitmask_vits_3x.py with model.weights=None.
 
 import dataclasses
 
-from mask_rcnn_splitmask_vits_3x import config as base
+from det_configs.mask_rcnn_splitmask_vits_3x import config as base
 
 config = dataclasses.replace(
     base,

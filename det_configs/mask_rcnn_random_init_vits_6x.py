@@ -7,7 +7,7 @@ lowers the lr x0.1 for the last 60k and the last 20k iterations: epochs 64 and 6
 
 import dataclasses
 
-from mask_rcnn_random_init_vits_3x import config as base
+from det_configs.mask_rcnn_random_init_vits_3x import config as base
 
 config = dataclasses.replace(
     base,

@@ -8,7 +8,7 @@ tapped, 768-channel pyramid into the FPN).
 import dataclasses
 import os
 
-from mask_rcnn_splitmask_vits_3x import config as base
+from det_configs.mask_rcnn_splitmask_vits_3x import config as base
 
 config = dataclasses.replace(
     base,

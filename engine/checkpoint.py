@@ -24,8 +24,9 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ import torch
 from engine.distributed import get_rank
 
 __all__ = [
+    "atomic_write",
     "atomic_save",
     "CheckpointManager",
     "load_checkpoint",
@@ -59,8 +61,11 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` that either fully succeeds or leaves ``path`` as it was.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Run ``write(f)`` on a temp file ``f`` (binary) beside ``path``, fsync it, rename it over ``path``.
+
+    The one atomic writer of the tree (checkpoints, safetensors exports, their json): ``path``
+    either holds the complete new bytes or is left as it was.
 
     Returns:
         The final path.
@@ -71,7 +76,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -81,6 +86,15 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` that either fully succeeds or leaves ``path`` as it was.
+
+    Returns:
+        The final path.
+    """
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

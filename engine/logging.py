@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from engine.checkpoint import atomic_write
 from engine.distributed import get_rank, is_main_process
 
 __all__ = ["MetricLogger", "progress", "ThroughputMeter", "setup_logging", "format_seconds", "LOGGER_NAME"]
@@ -52,9 +53,8 @@ def _truncate_after(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    data = "".join(k + "\n" for k in kept).encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
 
 
 class MetricLogger:

@@ -8,7 +8,7 @@ Sources (`--data`):
   `val2017/...`), otherwise `train2017/` as for `coco`;
 - `ade20k`: `<root>/images/training/` (`<root>` = ADEChallengeData2016 or its parent);
 - `folder`: every image anywhere under `<root>` (no class sub-folders needed);
-- `demo`: the built-in demo set (`engine.demo_data.ensure_demo_coco`), generated on first use.
+- `demo`: the built-in demo set (`demo_data.ensure_demo_coco`), generated on first use.
 
 Roots default to `$TARGET_SSL_<DATA>_ROOT` (e.g. `TARGET_SSL_COCO_ROOT`), else
 `$TARGET_SSL_DATA_ROOT/<coco|ADEChallengeData2016|images>`.
@@ -98,7 +98,7 @@ def resolve_root(name: str, root: str | os.PathLike | None) -> Path:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
     if name == "demo":
-        from engine.demo_data import ensure_demo_coco
+        from demo_data import ensure_demo_coco
 
         return ensure_demo_coco() if root is None else ensure_demo_coco(Path(root))
     if root is None:

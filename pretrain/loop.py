@@ -24,7 +24,7 @@ from engine.optim import build_adamw
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config
 from engine.trainer import RunContext, Task, TrainSetup, fit
-from ssl_backbones.checkpoint import export_encoder, load_encoder_weights
+from ssl_backbones import export_encoder, load_encoder_weights
 
 from .config import PretrainConfig, resolve_epochs
 from .data import UnlabeledImages, build_transform, collate, list_images

@@ -7,7 +7,7 @@ checkpoint's values replace the init. Same recipe as upernet_splitmask_vitb_ade2
 
 import dataclasses
 
-from upernet_splitmask_vitb_ade20k import config as base
+from seg_configs.upernet_splitmask_vitb_ade20k import config as base
 
 config = dataclasses.replace(
     base,

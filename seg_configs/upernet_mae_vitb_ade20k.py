@@ -7,7 +7,7 @@ layer decay 0.65, which is the starting point here (tune).
 
 import dataclasses
 
-from upernet_splitmask_vitb_ade20k import config as base
+from seg_configs.upernet_splitmask_vitb_ade20k import config as base
 
 config = dataclasses.replace(
     base,

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from upernet_mae_vitb_ade20k import config as base
+from seg_configs.upernet_mae_vitb_ade20k import config as base
 
 config = dataclasses.replace(
     base,

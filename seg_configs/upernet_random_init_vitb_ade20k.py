@@ -7,7 +7,7 @@ is the self-supervised recipe.
 
 import dataclasses
 
-from upernet_splitmask_vitb_ade20k import config as base
+from seg_configs.upernet_splitmask_vitb_ade20k import config as base
 
 config = dataclasses.replace(
     base,

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from upernet_random_init_vitb_ade20k import config as base
+from seg_configs.upernet_random_init_vitb_ade20k import config as base
 
 config = dataclasses.replace(
     base,

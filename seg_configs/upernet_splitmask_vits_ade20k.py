@@ -7,7 +7,7 @@ the ViT-B recipe.
 
 import dataclasses
 
-from upernet_splitmask_vitb_ade20k import config as base
+from seg_configs.upernet_splitmask_vitb_ade20k import config as base
 
 config = dataclasses.replace(
     base,

@@ -8,6 +8,8 @@ Two kinds are supported:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -39,6 +41,25 @@ def sincos_2d_pos_embed(embed_dim: int, grid_h: int, grid_w: int) -> torch.Tenso
     emb_x = sincos_1d(embed_dim // 2, xs.reshape(-1))
     emb_y = sincos_1d(embed_dim // 2, ys.reshape(-1))
     return torch.cat([emb_x, emb_y], dim=1).float()
+
+
+# Multi-scale training and 800-1333 px evaluation produce hundreds of grid sizes; a ViT-B table at
+# ~2,400 tokens is ~7 MB, so the cache keeps the most recent few (~120 MB at most for ViT-B at that
+# size) and recomputes others (about a millisecond on the CPU plus one copy to the device).
+SINCOS_CACHE_SIZE = 16
+
+
+@functools.lru_cache(maxsize=SINCOS_CACHE_SIZE)
+def cached_sincos_2d_pos_embed(
+    embed_dim: int, grid_h: int, grid_w: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """:func:`sincos_2d_pos_embed` as (1, h*w, D) on `device`, kept in a bounded LRU cache.
+
+    Keyed by (embed_dim, grid_h, grid_w, device, dtype) and shared by all encoders; callers must not
+    modify the returned tensor in place.
+    """
+    with torch.inference_mode(False):  # a table made during inference must still serve training
+        return sincos_2d_pos_embed(embed_dim, grid_h, grid_w).to(device=device, dtype=dtype)[None]
 
 
 def resample_pos_embed(

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.utils.checkpoint
 from timm.models.vision_transformer import Block
 
-from .pos_embed import resample_pos_embed, sincos_2d_pos_embed
+from .pos_embed import cached_sincos_2d_pos_embed, resample_pos_embed, sincos_2d_pos_embed
 
 PosEmbedKind = Literal["sincos", "learned"]
 
@@ -128,7 +128,6 @@ class VisionTransformer(nn.Module):
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self._sincos_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -160,10 +159,7 @@ class VisionTransformer(nn.Module):
             return resample_pos_embed(self.pos_embed[:, 1:], self.grid_size, grid)
         if tuple(grid) == self.grid_size:
             return self.pos_embed[:, 1:]
-        key = (grid[0], grid[1], device)
-        if key not in self._sincos_cache:
-            self._sincos_cache[key] = sincos_2d_pos_embed(self.embed_dim, *grid).to(device)[None]
-        return self._sincos_cache[key]
+        return cached_sincos_2d_pos_embed(self.embed_dim, grid[0], grid[1], torch.device(device))
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patch tokens with positions added (no cls token).

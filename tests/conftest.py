@@ -18,13 +18,13 @@ def _demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_coco(_demo_cache: Path) -> Path:
-    from engine.demo_data import ensure_demo_coco
+    from demo_data import ensure_demo_coco
 
     return ensure_demo_coco()
 
 
 @pytest.fixture(scope="session")
 def demo_ade(_demo_cache: Path) -> Path:
-    from engine.demo_data import ensure_demo_ade
+    from demo_data import ensure_demo_ade
 
     return ensure_demo_ade()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from ssl_backbones.checkpoint import (
+from ssl_backbones import (
     ArchitectureMismatchError,
     CheckpointFormatError,
     export_encoder,

@@ -15,7 +15,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from engine.demo_data import (
+from demo_data import (
     DEMO_ADE_CLASSES,
     DEMO_COCO_CATEGORIES,
     IMAGE_SIDES,
@@ -368,7 +368,7 @@ def test_command_line_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = capsys.readouterr().out
     assert str(tmp_path / "inproc" / "demo_coco") in out and "ADEChallengeData2016" in out
 
-    cmd = [sys.executable, "-m", "engine.demo_data", "--root", str(tmp_path / "cli"), "--num-train", "1", "--num-val", "1"]
+    cmd = [sys.executable, "-m", "demo_data", "--root", str(tmp_path / "cli"), "--num-train", "1", "--num-val", "1"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cli" / "demo_coco" / "annotations" / "instances_val2017.json").exists()

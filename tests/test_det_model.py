@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.optim import build_adamw
-from ssl_backbones.checkpoint import ArchitectureMismatchError, export_encoder
+from ssl_backbones import ArchitectureMismatchError, export_encoder
 from ssl_backbones.vit import create_vit
 from transfer.detection.config import ModelConfig
 from transfer.detection.model import ENCODER_PREFIX, IMAGENET_MEAN, build_mask_rcnn, encoder_of

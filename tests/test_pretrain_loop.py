@@ -15,7 +15,7 @@ from engine.config import apply_overrides
 from engine.guards import NonFiniteLossError
 from pretrain.config import default_config, resolve_epochs
 from pretrain.loop import make_plan, train
-from ssl_backbones.checkpoint import load_encoder_weights
+from ssl_backbones import load_encoder_weights
 from ssl_backbones.vit import create_vit
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.optim import build_adamw
-from ssl_backbones.checkpoint import export_encoder
+from ssl_backbones import export_encoder
 from ssl_backbones.vit import create_vit
 from transfer.segmentation.config import DataConfig, ModelConfig, SegConfig
 from transfer.segmentation.loop import build_model

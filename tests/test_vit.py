@@ -155,3 +155,31 @@ def test_bad_input_size_and_arch_errors():
         m.forward_features(torch.randn(1, 3, 50, 64))
     with pytest.raises(ValueError, match="vit_small"):
         create_vit("vit_smal")
+
+
+def test_sincos_cache_is_bounded_and_equals_the_uncached_table():
+    from ssl_backbones.pos_embed import SINCOS_CACHE_SIZE, cached_sincos_2d_pos_embed
+
+    cached_sincos_2d_pos_embed.cache_clear()
+    m = tiny(pos_embed="sincos")
+    x_sizes = [(16 * h, 16 * w) for h in range(1, 9) for w in range(1, 9) if (h, w) != (4, 4)]  # 63 grids
+    for hw in x_sizes:
+        x = torch.randn(1, 3, *hw)
+        tokens, grid = m.embed(x)
+        raw, _ = m.patch_embed(x)
+        torch.testing.assert_close(tokens - raw, reference_sincos(64, *grid)[None], atol=1e-5, rtol=0)
+    info = cached_sincos_2d_pos_embed.cache_info()
+    assert info.currsize == SINCOS_CACHE_SIZE < len(x_sizes) and info.misses == len(x_sizes)
+    m.embed(torch.zeros(1, 3, 128, 128))  # the most recent grid is still cached
+    assert cached_sincos_2d_pos_embed.cache_info().hits == 1
+
+
+def test_sincos_table_made_under_inference_mode_is_a_normal_tensor():
+    from ssl_backbones.pos_embed import cached_sincos_2d_pos_embed
+
+    with torch.inference_mode():
+        table = cached_sincos_2d_pos_embed(64, 5, 3, torch.device("cpu"))
+    # The cache outlives the inference call; an inference tensor could not be saved for backward
+    # (e.g. multiplied by a trainable scale) in a later training step.
+    assert not table.is_inference() and not table.requires_grad
+    assert table.shape == (1, 15, 64)

@@ -1,14 +1,4 @@
-"""Train (or evaluate) Mask R-CNN on a ViT for detection and instance segmentation (COCO, LVIS, custom).
-
-    python tools/train_det.py --config mask_rcnn_splitmask_vits_3x.py \\
-        --weights runs/pretrain_coco/encoder.safetensors --data-root /data/coco
-    python tools/train_det.py --config demo_mask_rcnn_vit_tiny.py          # built-in demo data, minutes on a CPU
-    python tools/train_det.py --config mask_rcnn_splitmask_vits_3x.py --eval-only --weights runs/det/best.pth
-    torchrun --nproc_per_node 8 tools/train_det.py --config mask_rcnn_splitmask_vitb_3x.py ...
-
-`--config` is looked up as given, then under det_configs/. `--set key=value` overrides any config
-field (e.g. `--set optim.lr=2e-4 solver.epochs=12 data.kind=lvis`). AP is reported in percent.
-"""
+"""Shim for `target-ssl-train-det` run from a checkout: `python tools/train_det.py --help` (see transfer.detection.cli)."""
 
 from __future__ import annotations
 
@@ -19,32 +9,7 @@ from pathlib import Path
 _REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(_REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_REPO, _REPO / "tools")]
 
-from transfer.cli import TransferCLI  # noqa: E402
-from transfer.detection.config import DetConfig  # noqa: E402
-from transfer.detection.datasets import AnnotationFormatError, BrokenImagesError  # noqa: E402
-from transfer.detection.loop import evaluate, train  # noqa: E402
-
-
-def summarize(result: dict) -> dict:
-    """Box and mask AP, AP50, AP75, ... (None where COCOeval gave NaN)."""
-    keys = [k for k in result if k.startswith(("bbox_AP", "segm_AP")) and k.count("_") == 1]
-    return {k: (None if result[k] != result[k] else round(result[k], 2)) for k in keys}
-
-
-CLI = TransferCLI(
-    description=__doc__,
-    config_type=DetConfig,
-    config_dirs=[Path("det_configs"), _REPO / "det_configs"],
-    model_name="Mask R-CNN",
-    data_root_help="dataset root (data.root), e.g. the COCO folder with train2017/ val2017/ annotations/",
-    set_example="optim.lr=2e-4 data.root=/data/coco",
-    train=train,
-    evaluate=evaluate,
-    summarize=summarize,
-    input_errors=(AnnotationFormatError, BrokenImagesError),
-)
-parse_args, build_config, main = CLI.parse_args, CLI.build_config, CLI.main
-
+from transfer.detection.cli import CLI, build_config, main, parse_args, summarize  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

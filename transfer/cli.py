@@ -22,7 +22,7 @@ from engine.config import ConfigError, apply_overrides, load_config
 from engine.distributed import cleanup_distributed, is_main_process
 from engine.guards import NonFiniteLossError
 from engine.trainer import RunInterrupted
-from ssl_backbones.checkpoint import ArchitectureMismatchError, CheckpointFormatError
+from ssl_backbones import ArchitectureMismatchError, CheckpointFormatError
 
 # Input problems every transfer run can meet; their messages name the file and the fix.
 COMMON_INPUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -87,6 +87,11 @@ class TransferCLI:
                                       overwrite=cfg.run.overwrite or args.overwrite)
             cfg = dataclasses.replace(cfg, run=run)
         return cfg
+
+    def entry(self) -> None:
+        """The console script: :meth:`main` on ``sys.argv``, exit status 0 (a returned dict would be
+        printed and turned into status 1 by the script wrapper's ``sys.exit(main())``)."""
+        self.main()
 
     def main(self, argv: list[str] | None = None) -> dict:
         """Train (or only evaluate), print the headline metrics as JSON on the main process."""

@@ -40,7 +40,7 @@ class ModelConfig:
         arch: encoder size (`ssl_backbones.vit.ARCHS`: vit_tiny / vit_small / vit_base / ...).
         adapter: "maxpool_deconv" (SplitMask: 4 tapped blocks -> deconv / max-pool -> FPN with a
             max-pooled p6) or "simple_fpn" (ViTDet: last block only, its own 256-ch projections).
-        weights: encoder initialisation: any checkpoint layout `ssl_backbones.checkpoint` reads
+        weights: encoder initialisation: any checkpoint layout `ssl_backbones.weights_io` reads
             (our pretraining checkpoints, exported encoders, MAE / BEiT / DeiT / timm); None = random.
         drop_path: stochastic depth rate of the encoder (linearly increasing over blocks).
         pos_embed: "sincos" (the paper's choice for detection: fixed, any input size) or "learned"

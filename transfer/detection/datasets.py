@@ -44,6 +44,8 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
+from demo_data import DEMO_ROOT, ensure_demo_coco
+
 from .config import DataConfig
 
 __all__ = [
@@ -127,7 +129,8 @@ def resolve_split(cfg: DataConfig, split: str) -> SplitFiles:
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    root = Path(cfg.root).expanduser()
+    # data.root = "demo": the built-in demo set, generated here (on first use), not when the config loads.
+    root = ensure_demo_coco() if cfg.root == DEMO_ROOT else Path(cfg.root).expanduser()
     json_override = cfg.train_json if split == "train" else cfg.val_json
     images_override = cfg.train_images if split == "train" else cfg.val_images
     if cfg.kind == "custom" and (json_override is None or images_override is None):

@@ -34,8 +34,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from ssl_backbones import load_encoder_weights
 from ssl_backbones.adapters import MaxPoolDeconvAdapter, SimpleFeaturePyramid
-from ssl_backbones.checkpoint import load_encoder_weights
 from ssl_backbones.vit import VisionTransformer, create_vit
 
 from .config import ModelConfig
@@ -84,7 +84,7 @@ def build_encoder(cfg: ModelConfig, allow_pickle: bool = False) -> VisionTransfo
 
     Raises:
         FileNotFoundError: `cfg.weights` is set but the file does not exist.
-        ssl_backbones.checkpoint.ArchitectureMismatchError: the weights are of another architecture.
+        ssl_backbones.ArchitectureMismatchError: the weights are of another architecture.
     """
     overrides: dict = dict(
         patch_size=cfg.patch_size,

@@ -23,7 +23,7 @@ class ModelConfig:
 
     Attributes:
         arch: encoder size (`ssl_backbones.vit.ARCHS`: vit_tiny / vit_small / vit_base / ...).
-        weights: encoder initialisation: any checkpoint layout `ssl_backbones.checkpoint` reads
+        weights: encoder initialisation: any checkpoint layout `ssl_backbones.weights_io` reads
             (our pretraining checkpoints, exported encoders, MAE / BEiT / DeiT / timm); None = random.
         drop_path: stochastic depth rate of the encoder (linearly increasing over blocks).
         layer_scale: layer-scale init of the encoder blocks (0.1 for BEiT checkpoints, which are

@@ -28,6 +28,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from demo_data import DEMO_ROOT, ensure_demo_ade
+
 from .model import IGNORE_INDEX
 from .transforms import EvalTransform, TrainTransform
 
@@ -74,13 +76,18 @@ def _layout_error(root: Path, problem: str) -> FileNotFoundError:
     return FileNotFoundError(f"{problem}\n" + EXPECTED_LAYOUT.format(root=root))
 
 
+def resolve_root(root: str | Path) -> Path:
+    """The dataset folder: `root`, or the built-in demo set (generated on first use) for "demo"."""
+    return ensure_demo_ade() if isinstance(root, str) and root == DEMO_ROOT else Path(root).expanduser()
+
+
 def read_class_names(root: str | Path, classes: Sequence[str] | None = None, num_classes: int | None = None) -> list[str]:
     """Class names in label order: `classes` if given, else `root/classes.txt`, else ADE20k's
     `root/objectInfo150.txt` (tab-separated, name in the last column, `;`-separated synonyms), else,
     when `num_classes` is known, placeholder names "class_0".. (with a warning)."""
     if classes:
         return [str(c) for c in classes]
-    root = Path(root).expanduser()
+    root = resolve_root(root)
     if not root.is_dir():
         raise _layout_error(root, f"dataset root {root} does not exist")
     txt = root / "classes.txt"
@@ -108,7 +115,7 @@ def list_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
         FileNotFoundError: missing root / folders, no images, or images without annotations; the
             message shows the expected layout.
     """
-    root = Path(root).expanduser()
+    root = resolve_root(root)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if not root.is_dir():
@@ -196,7 +203,7 @@ class SegDataset(Dataset):
         seed: int = 0,
         max_images: int | None = None,
     ) -> None:
-        self.root = Path(root).expanduser()
+        self.root = resolve_root(root)
         self.split = split
         self.pairs = list_pairs(self.root, split)[:max_images]
         self.num_classes = num_classes

@@ -29,7 +29,7 @@ from engine.optim import build_adamw
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config
 from engine.trainer import RunContext, Task, TrainSetup, fit, open_run
-from ssl_backbones.checkpoint import load_encoder_weights
+from ssl_backbones import load_encoder_weights
 
 from .config import SegConfig
 from .data import SegDataset, collate_train, read_class_names, single_thread_cv2

@@ -229,7 +229,7 @@ def build_upernet(
     """ViT `arch` (sin-cos positions for any grid) -> MaxPoolDeconvAdapter -> UperNet.
 
     `vit_overrides` go to `create_vit` (e.g. depth=2, embed_dim=64, num_heads=2 in tests).
-    Encoder weights are loaded separately (`ssl_backbones.checkpoint.load_encoder_weights`).
+    Encoder weights are loaded separately (`ssl_backbones.load_encoder_weights`).
     """
     encoder = create_vit(arch, pos_embed="sincos", drop_path_rate=drop_path, img_size=img_size, **vit_overrides)
     backbone = MaxPoolDeconvAdapter(encoder, out_indices=out_indices, norm="bn")

@@ -1,0 +1,1 @@
+"""Mask R-CNN transfer configs (one per method, size and schedule); files compose by importing each other."""

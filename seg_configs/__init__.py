@@ -1,0 +1,1 @@
+"""UperNet ADE20k transfer configs (one per method and size); files compose by importing each other."""
