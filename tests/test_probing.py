@@ -143,3 +143,30 @@ def test_coco_probe_labels_paint_instances_over_background(demo_coco: Path) -> N
     values = set(ps.labels.unique().tolist())
     # image 5 of the demo holds a crowd region: ignored, not background
     assert 0 in values and IGNORE in values and len(values - {0, IGNORE}) >= 3 and values <= {IGNORE, *range(7)}
+
+
+@pytest.mark.slow
+def test_probe_tool_writes_table_json_and_pictures(demo_ade: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from ssl_backbones import export_encoder
+
+    torch.manual_seed(0)
+    enc = create_vit("vit_tiny", embed_dim=64, depth=2, num_heads=2, img_size=64)
+    weights = export_encoder(enc, tmp_path / "encoder", {"method": "none"})
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(repo / "tools" / "probe.py"), "--weights", str(weights), "--data", "ade20k",
+           "--data-root", str(demo_ade), "--img-size", "64", "--max-train", "16", "--max-val", "8",
+           "--taps", "0", "1", "--output-dir", str(tmp_path / "out"), "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| block 0 |" in done.stdout and "| block 1 |" in done.stdout
+    record = json.loads((tmp_path / "out" / "probe.json").read_text())
+    assert set(record["taps"]) == {"0", "1"} and set(record["taps"]["1"]) == {"pretrained", "random_init"}
+    assert (tmp_path / "out" / "probe_block1.png").stat().st_size > 1000
+    # bad input: a message naming the folder, not a traceback
+    bad = subprocess.run(cmd[:5] + ["folder", "--data-root", str(tmp_path / "nowhere")], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "nowhere/train does not exist" in bad.stderr and "Traceback" not in bad.stderr
