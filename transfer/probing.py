@@ -16,6 +16,11 @@ The linear probe is closed-form ridge regression on one-hot targets (standardise
 lambda = `ridge` * n_train, float64 on the CPU): deterministic, one solve, no learning rate.
 Every number is computed for the encoder under test and for a random-init encoder of the same
 shape (fixed seed, built and scored once per `ProbeSet`), so the gap is what pretraining added.
+
+Periodic use during pretraining (pretrain must not import transfer, so tools/pretrain.py attaches
+it): build the set once, `probe_set = build_probe_set("ade20k", root, img_size, 64, 32)`, then every
+N epochs `metrics = run_probe(unwrap_model(model).encoder, probe_set, taps, device, seed)` and log
+`metrics`; the first call also scores the random twin (about twice the time), later calls reuse it.
 """
 
 from __future__ import annotations
