@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from engine.config import ConfigError
 
+from .detection.model import IMAGENET_MEAN, IMAGENET_STD
+from .segmentation.data import IMAGE_EXTENSIONS
+
 IGNORE = -1  # ignored patch / pixel in a ProbeSet's labels
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 HOLDOUT_EVERY = 4  # class folders without val/: every 4th image of a class is held out
 
 
