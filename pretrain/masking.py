@@ -42,6 +42,7 @@ class MaskBlock:
     w: int
     new: int  # patches this block newly masked
     remaining: int  # budget before the block was placed
+    cap: int  # most new patches a block may add here: min(remaining, max_block)
 
 
 def default_block_bounds(num_patches: int) -> tuple[int, int]:
@@ -61,8 +62,10 @@ class BlockMaskGenerator:
     Repeats rounds until `num_masked` patches are masked: a round makes up to 10 attempts to place
     one block with target area ~ U(min_block, min(remaining, max_block)) and aspect ratio
     exp(U(log min_aspect, log 1/min_aspect)); block h = round(sqrt(area * ar)), w = round(sqrt(area / ar));
-    accepted if h < H, w < W and it newly masks 0 < new <= remaining patches. Stops when a round
-    adds nothing, so the count never exceeds the target but may fall short of it.
+    accepted if h < H, w < W and it newly masks 0 < new <= min(remaining, max_block) patches (BEiT's
+    `MaskingGenerator`: the per-block cap bounds what a block adds, not only its sampled area, so an
+    overlapping rectangle larger than max_block is still accepted when it adds few enough). Stops
+    when a round adds nothing, so the count never exceeds the target but may fall short of it.
 
     Args:
         grid: (H, W) patches.
@@ -90,11 +93,12 @@ class BlockMaskGenerator:
         self.log_aspect = (math.log(min_aspect), math.log(1.0 / min_aspect))
 
     def _place_block(self, mask: np.ndarray, budget: int, rng: np.random.Generator) -> MaskBlock | None:
-        """One round: up to 10 attempts to add a block masking 0 < new <= budget patches."""
+        """One round: up to 10 attempts to add a block masking 0 < new <= min(budget, max_block) patches."""
+        cap = min(budget, self.max_block)
         for _ in range(self.attempts_per_block):
             # a + (b - a) * U(0, 1): with b < a (budget below min_block) this samples [b, a], as
             # Python's random.uniform does in the reference.
-            lo, hi = self.min_block, min(budget, self.max_block)
+            lo, hi = self.min_block, cap
             area = lo + (hi - lo) * rng.random()
             aspect = math.exp(rng.uniform(*self.log_aspect))
             h = int(round(math.sqrt(area * aspect)))
@@ -104,9 +108,9 @@ class BlockMaskGenerator:
                 left = int(rng.integers(0, self.width - w + 1))
                 window = mask[top : top + h, left : left + w]
                 new = h * w - int(window.sum())
-                if 0 < new <= budget:
+                if 0 < new <= cap:
                     window[...] = True
-                    return MaskBlock(area, aspect, top, left, h, w, new, budget)
+                    return MaskBlock(area, aspect, top, left, h, w, new, budget, cap)
         return None
 
     def __call__(self, rng: np.random.Generator, return_blocks: bool = False):

@@ -188,3 +188,54 @@ def test_loss_falls_on_demo_images(method: str, demo_coco: Path) -> None:
         losses.append(loss.item())
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.9 * first, losses
+
+
+def test_target_word_stats_equal_hand_values() -> None:
+    from pretrain.methods.common import target_word_stats
+
+    # words 3 x3, 1 x2, 0 x1 of 6: the commonest covers half; entropy by hand
+    stats = target_word_stats(torch.tensor([[3, 3, 1], [3, 0, 1]]))
+    assert stats["mim_unigram_acc"].item() == pytest.approx(0.5)
+    hand = -(1 / 6 * math.log(1 / 6) + 2 / 6 * math.log(2 / 6) + 3 / 6 * math.log(3 / 6))
+    assert stats["mim_target_entropy"].item() == pytest.approx(hand, rel=1e-6)
+    one_word = target_word_stats(torch.full((5,), 7))
+    assert one_word["mim_unigram_acc"].item() == 1.0 and one_word["mim_target_entropy"].item() == 0.0
+
+
+def _loss_and_grads(model: torch.nn.Module, batch: dict) -> tuple[dict, list[torch.Tensor]]:
+    model.zero_grad()
+    torch.manual_seed(5)  # same drop-path draws in both passes
+    out = model(batch)
+    out["loss"].backward()
+    return out, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("method", ["splitmask", "beit"])
+def test_diagnostics_leave_loss_and_gradients_bit_identical(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pretrain.methods.beit as beit_mod
+    import pretrain.methods.splitmask as splitmask_mod
+
+    model, B, grid = _model(method), 4, 4
+    images = torch.randn(B, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    if method == "splitmask":
+        ids_a, ids_b = _split_batch(B, grid, seed=2)
+        batch = {"images": images, "ids_a": ids_a, "ids_b": ids_b}
+    else:
+        masking, rng = BlockMasking((grid, grid)), np.random.default_rng(2)
+        batch = {"images": images, "mask": torch.stack([masking(rng)["mask"] for _ in range(B)])}
+    out, grads = _loss_and_grads(model, batch)
+    # The forward pass as it was before the diagnostics: no word statistics computed at all.
+    for mod in (splitmask_mod, beit_mod):
+        monkeypatch.setattr(mod, "target_word_stats", lambda targets: {})
+    before, grads_before = _loss_and_grads(model, batch)
+    assert torch.equal(out["loss"], before["loss"])
+    assert len(grads) == len(grads_before) and all(torch.equal(g, h) for g, h in zip(grads, grads_before))
+    assert 0 < out["mim_unigram_acc"].item() <= 1 and out["mim_target_entropy"].item() >= 0
+    assert "mim_unigram_acc" not in before
+    if method == "splitmask":
+        assert out["contrastive_chance"].item() == pytest.approx(1 / B)
+        # the unigram accuracy is that of the targets the head is scored on (A's words + B's words)
+        words = model.tokenizer(images)
+        all_targets = torch.cat([torch.gather(words, 1, ids_b), torch.gather(words, 1, ids_a)])
+        freq = torch.bincount(all_targets.flatten()).max().item() / all_targets.numel()
+        assert out["mim_unigram_acc"].item() == pytest.approx(freq)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ssl_backbones.vit import VisionTransformer
 
 from ..tokenizers import PatchTokenizer
+from .common import target_word_stats
 
 
 class BEiT(nn.Module):
@@ -61,4 +62,5 @@ class BEiT(nn.Module):
             "loss": loss,
             "mim_loss": loss.detach(),
             "mim_acc": (logits.argmax(-1) == targets).float().mean().detach(),
+            **target_word_stats(targets),
         }

@@ -25,11 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.distributed import all_gather_with_grad, get_rank
+from engine.distributed import all_gather_with_grad, get_rank, get_world_size
 from ssl_backbones.vit import VisionTransformer
 
 from ..tokenizers import PatchTokenizer
-from .common import init_head_weights, transformer_blocks
+from .common import init_head_weights, target_word_stats, transformer_blocks
 
 
 def symmetric_info_nce(
@@ -166,6 +166,7 @@ class SplitMask(nn.Module):
             loss = loss + mim_loss
             out["mim_loss"] = mim_loss.detach()
             out["mim_acc"] = (logits.argmax(-1) == targets).float().mean().detach()
+            out.update(target_word_stats(targets))
 
         if self.use_contrastive:
             desc_a, desc_b = decoded.mean(dim=1).chunk(2)
@@ -173,6 +174,8 @@ class SplitMask(nn.Module):
             loss = loss + self.contrastive_weight * con_loss
             out["contrastive_loss"] = con_loss.detach()
             out["contrastive_acc"] = con_acc.detach()
+            # Chance level of contrastive_acc: one positive among the global batch's B * world candidates.
+            out["contrastive_chance"] = torch.tensor(1.0 / (B * get_world_size()), device=loss.device)
 
         out["loss"] = loss
         return out
