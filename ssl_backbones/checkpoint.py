@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
+from .beit_rel_pos import convert_beit_rel_pos, keeps_beit_rel_pos
 from .pos_embed import resample_pos_embed, sincos_2d_pos_embed
 from .vit import ARCHS, VisionTransformer
 
@@ -551,13 +552,14 @@ def load_encoder_weights(
             report.dropped[k] = _drop_reason(_strip_known_roots(k)) or f"outside the encoder (under '{root}')"
     for k in list(state):
         why = _drop_reason(k)
-        if why is not None:
+        if why is not None and not keeps_beit_rel_pos(encoder, k):
             report.dropped[root + k] = why
             if k != "dist_token":  # needed below to find pos_embed's prefix slots
                 del state[k]
 
     # 2. Names: BEiT -> timm.
     state = _convert_beit(state, report)
+    state = convert_beit_rel_pos(state, encoder, report.notes)  # rel_pos="beit" encoders only
     src = infer_arch(state, num_heads=meta.get("num_heads"))
     report.source_arch = str(src)
     dst = _encoder_arch(encoder)
