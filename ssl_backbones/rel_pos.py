@@ -105,9 +105,17 @@ def resize_beit_table(table: torch.Tensor, src_grid: tuple[int, int], dst_grid: 
     return torch.cat([patch, table[sh * sw :]], dim=0)
 
 
-def beit_rel_pos_bias(table: torch.Tensor, table_grid: tuple[int, int], grid: tuple[int, int], num_prefix: int) -> torch.Tensor:
-    """Additive bias (1, heads, N, N) for P + h*w tokens from a BEiT table made for `table_grid`."""
+def beit_rel_pos_bias(
+    table: torch.Tensor,
+    table_grid: tuple[int, int],
+    grid: tuple[int, int],
+    num_prefix: int,
+    index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Additive bias (1, heads, N, N) for P + h*w tokens from a BEiT table made for `table_grid`
+    (`index`: a cached `beit_relative_position_index(grid, num_prefix)` on the table's device)."""
     table = resize_beit_table(table, table_grid, grid)
-    index = beit_relative_position_index(grid, num_prefix).to(table.device)
+    if index is None:
+        index = beit_relative_position_index(grid, num_prefix).to(table.device)
     n = index.shape[0]
     return table[index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)[None]

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
-from .rel_pos import beit_rel_pos_bias, beit_table_size, decomposed_rel_pos_bias
+from .rel_pos import beit_rel_pos_bias, beit_relative_position_index, beit_table_size, decomposed_rel_pos_bias
 
 RelPosKind = Literal["none", "decomposed", "beit"]
 
@@ -90,6 +90,7 @@ class RelPosAttention(nn.Module):
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * w - 1, self.head_dim))
         elif rel_pos == "beit":
             self.relative_position_bias_table = nn.Parameter(torch.zeros(beit_table_size((h, w)), num_heads))
+            self._index_cache: dict[tuple, torch.Tensor] = {}
         elif rel_pos != "none":
             raise ValueError(f"rel_pos must be 'none', 'decomposed' or 'beit', got {rel_pos!r}")
 
@@ -103,8 +104,11 @@ class RelPosAttention(nn.Module):
                 raise ValueError("decomposed relative positions need patch tokens only (patch_only=True)")
             bias = decomposed_rel_pos_bias(q, grid, grid, self.rel_pos_h, self.rel_pos_w)
         elif self.rel_pos == "beit":
-            bias = beit_rel_pos_bias(self.relative_position_bias_table, self.rel_pos_grid, grid, num_prefix)
-            bias = bias.to(q.dtype)
+            table = self.relative_position_bias_table
+            key = (tuple(grid), num_prefix, table.device)
+            if key not in self._index_cache:  # the index only depends on the grid: build it once
+                self._index_cache[key] = beit_relative_position_index(grid, num_prefix).to(table.device)
+            bias = beit_rel_pos_bias(table, self.rel_pos_grid, grid, num_prefix, self._index_cache[key]).to(q.dtype)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(x.transpose(1, 2).reshape(B, N, D))
 
