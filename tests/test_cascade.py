@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -165,7 +166,17 @@ def test_tiny_vitdet_cascade_mask_rcnn_trains_and_evaluates(demo_coco: Path, tmp
         "eval.max_images=4", "run.log_every=1", "run.device=cpu",
     ])
     assert cfg.model.cascade and cfg.model.window_size == 3
-    result = train(dataclasses.replace(cfg))
+    log = logging.getLogger("target_ssl")
+    propagate, handlers, level = log.propagate, list(log.handlers), log.level
+    try:
+        result = train(dataclasses.replace(cfg))
+    finally:  # train() installs its own handlers and stops propagation; later tests use caplog
+        for h in log.handlers:
+            if h not in handlers:
+                h.close()
+        log.handlers[:] = handlers
+        log.propagate = propagate
+        log.setLevel(level)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [x for x in lines if "loss" in x]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(x["loss"])) for x in losses)
