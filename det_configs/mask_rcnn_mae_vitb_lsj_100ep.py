@@ -5,7 +5,8 @@ Table 3/5): Mask R-CNN, ViT-B initialised from ImageNet-1k MAE, 51.6 box AP / 45
 SplitMask paper does not use this recipe; it is here for comparison with MAE-style transfers.
 ViTDet also uses windowed attention with 4 global blocks, relative positions, and conv + LN heads
 (4conv1fc box head, 2 convs in the RPN); this config keeps our global-attention encoder with
-sin-cos positions and torchvision's standard heads, so expect somewhat lower numbers.
+sin-cos positions and torchvision's standard heads, so expect somewhat lower numbers;
+mask_rcnn_vitdet_b_100ep.py adds the rest of ViTDet's recipe.
 
 Recipe: LSJ (scale 0.1-2.0 of 1024, fixed 1024 crop, padded), flip; AdamW lr 1e-4 (at 64 images
 per step in ViTDet; here 16 per step), wd 0.1, layer decay 0.7, drop path 0.1, 100 epochs with x0.1

@@ -37,6 +37,8 @@ def _freeze_unused(encoder: VisionTransformer, last_used_block: int) -> None:
     # Dense heads read raw block outputs: the final norm and any block after the last tap never
     # get a gradient. Freezing them keeps DDP from waiting for gradients that never come.
     encoder.norm.requires_grad_(False)
+    if getattr(encoder, "patch_only", False):  # ViTDet's path never reads the cls token
+        encoder.cls_token.requires_grad_(False)
     for blk in encoder.blocks[last_used_block + 1 :]:
         blk.requires_grad_(False)
 

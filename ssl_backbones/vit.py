@@ -6,7 +6,11 @@ adds on top is what self-supervised pretraining and dense transfer need:
 
 - position embeddings for any grid (fixed 2D sin-cos, or learned and resampled bicubically);
 - a forward pass on a subset of patch tokens given their indices (MAE, SplitMask);
-- intermediate block outputs as (B, C, h, w) maps for non-square inputs (detection, segmentation).
+- intermediate block outputs as (B, C, h, w) maps for non-square inputs (detection, segmentation);
+- ViTDet's options for dense transfer: window attention with a few global blocks, decomposed
+  relative position biases, and a patch-only path (no cls token) for the dense maps; BEiT's
+  relative position bias table (`ssl_backbones.window_attention`). All are off by default, and
+  with them on every checkpoint of the plain encoder still loads (the tables start at zero).
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ import torch.utils.checkpoint
 from timm.models.vision_transformer import Block
 
 from .pos_embed import cached_sincos_2d_pos_embed, resample_pos_embed, sincos_2d_pos_embed
+from .window_attention import RelPosBlock, RelPosKind
 
 PosEmbedKind = Literal["sincos", "learned"]
+
+# ViTDet's global-attention blocks among the window blocks, per depth (ViT-B, ViT-L, ViT-H).
+VITDET_GLOBAL_BLOCKS: dict[int, tuple[int, ...]] = {12: (2, 5, 8, 11), 24: (5, 11, 17, 23), 32: (7, 15, 23, 31)}
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,16 @@ class VisionTransformer(nn.Module):
         drop_path_rate: stochastic depth, linearly increasing over the blocks.
         init_values: layer-scale init (None disables layer scale; BEiT uses 0.1).
         grad_checkpointing: recompute block activations in backward to save memory.
+        window_size: 0 = global attention everywhere; > 0 = attention inside windows of this side
+            (in patches) except in `global_blocks` (ViTDet: 14). Needs `patch_only`.
+        global_blocks: blocks that keep global attention when `window_size > 0`; None = ViTDet's
+            choice for the depth (`VITDET_GLOBAL_BLOCKS`).
+        rel_pos: "none", "decomposed" (ViTDet, per-axis tables, needs `patch_only`) or "beit"
+            (BEiT's table, with or without the cls token).
+        rel_pos_grid: grid the tables of global blocks are made for (ViTDet: the 1024 px grid, 64);
+            None = the pretraining grid. Window blocks' tables are made for the window.
+        patch_only: `forward_intermediates` runs the blocks on patch tokens only (ViTDet); the cls
+            token and its position slot stay in the state dict but are unused there.
     """
 
     def __init__(
@@ -94,10 +112,17 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         init_values: float | None = None,
         grad_checkpointing: bool = False,
+        window_size: int = 0,
+        global_blocks: Sequence[int] | None = None,
+        rel_pos: RelPosKind = "none",
+        rel_pos_grid: int | tuple[int, int] | None = None,
+        patch_only: bool = False,
     ) -> None:
         super().__init__()
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+        if (window_size > 0 or rel_pos == "decomposed") and not patch_only:
+            raise ValueError("window attention and decomposed relative positions need patch_only=True (ViTDet)")
         img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.embed_dim = embed_dim
         self.depth = depth
@@ -107,6 +132,9 @@ class VisionTransformer(nn.Module):
         self.pos_embed_kind: PosEmbedKind = pos_embed
         self.grad_checkpointing = grad_checkpointing
         self.grid_size = (img_hw[0] // patch_size, img_hw[1] // patch_size)
+        self.patch_only = patch_only
+        self.rel_pos = rel_pos
+        self.window_size = window_size
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -115,18 +143,19 @@ class VisionTransformer(nn.Module):
         num_pos = 1 + self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim), requires_grad=pos_embed == "learned")
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(
-                dim=embed_dim,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                init_values=init_values,
-                drop_path=dpr[i],
-                norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        common = dict(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                      init_values=init_values, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+        if window_size > 0 or rel_pos != "none":
+            self.global_blocks = _global_blocks(depth, window_size, global_blocks)
+            table_grid = _pair(rel_pos_grid) if rel_pos_grid is not None else self.grid_size
+            self.blocks = nn.ModuleList(
+                RelPosBlock(window_size=0 if i in self.global_blocks else window_size, rel_pos=rel_pos,
+                            rel_pos_grid=table_grid, drop_path=dpr[i], **common)
+                for i in range(depth)
             )
-            for i in range(depth)
-        )
+        else:
+            self.global_blocks = tuple(range(depth))
+            self.blocks = nn.ModuleList(Block(drop_path=dpr[i], **common) for i in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.init_weights()
 
@@ -177,12 +206,20 @@ class VisionTransformer(nn.Module):
         """Select tokens per sample: tokens (B, N, D), ids (B, K) long -> (B, K, D)."""
         return torch.gather(tokens, 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
-    def _run_blocks(self, x: torch.Tensor, blocks: Sequence[nn.Module]) -> torch.Tensor:
+    def _run_blocks(
+        self, x: torch.Tensor, blocks: Sequence[nn.Module], grid: tuple[int, int] | None = None, num_prefix: int = 1
+    ) -> torch.Tensor:
+        """Run `blocks` on tokens (B, P + h*w, D); relative-position / window blocks need the grid."""
         for blk in blocks:
+            fn = blk
+            if isinstance(blk, RelPosBlock):
+                if grid is None:
+                    raise ValueError("relative positions / window attention need the full token grid, not a subset")
+                fn = partial(blk, grid=grid, num_prefix=num_prefix)
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
             else:
-                x = blk(x)
+                x = fn(x)
         return x
 
     def _prepend_cls(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -196,10 +233,10 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) -> normed tokens (B, 1+K, D); K = h*w, or ids_keep.shape[1] if given."""
-        tokens, _ = self.embed(x)
+        tokens, grid = self.embed(x)
         if ids_keep is not None:
-            tokens = self.gather(tokens, ids_keep)
-        return self.forward_tokens(tokens)
+            return self.forward_tokens(self.gather(tokens, ids_keep))
+        return self.norm(self._run_blocks(self._prepend_cls(tokens), self.blocks, grid))
 
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int]) -> list[torch.Tensor]:
         """Raw outputs of the blocks at `indices` as maps, for dense heads.
@@ -209,24 +246,41 @@ class VisionTransformer(nn.Module):
             indices: block indices (0-based, negative allowed), in any order.
         Returns:
             one (B, D, h, w) map per index, in the order given (cls dropped, no final norm).
+            With `patch_only` the blocks never see a cls token (ViTDet).
         """
         wanted = [i % self.depth for i in indices]
         tokens, (h, w) = self.embed(x)
-        z = self._prepend_cls(tokens)
+        prefix = 0 if self.patch_only else self.num_prefix_tokens
+        z = tokens if self.patch_only else self._prepend_cls(tokens)
         taps: dict[int, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks[: max(wanted) + 1]):
-            z = self._run_blocks(z, [blk])
+            z = self._run_blocks(z, [blk], (h, w), prefix)
             if i in wanted:
                 taps[i] = z
         B = x.shape[0]
-        return [
-            taps[i][:, self.num_prefix_tokens :].transpose(1, 2).reshape(B, self.embed_dim, h, w)
-            for i in wanted
-        ]
+        return [taps[i][:, prefix:].transpose(1, 2).reshape(B, self.embed_dim, h, w) for i in wanted]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> the normed cls token (B, D)."""
         return self.forward_features(x)[:, 0]
+
+
+def _pair(x: int | Sequence[int]) -> tuple[int, int]:
+    return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
+
+
+def _global_blocks(depth: int, window_size: int, given: Sequence[int] | None) -> tuple[int, ...]:
+    """Indices of the global-attention blocks (all of them without windows)."""
+    if window_size <= 0:
+        return tuple(range(depth))
+    if given is None:
+        if depth not in VITDET_GLOBAL_BLOCKS:
+            raise ValueError(f"no default global blocks for depth {depth}; pass global_blocks")
+        return VITDET_GLOBAL_BLOCKS[depth]
+    out = tuple(sorted({i % depth for i in given}))
+    if len(out) != len(tuple(given)) or any(not -depth <= i < depth for i in given):
+        raise ValueError(f"global_blocks {tuple(given)} must be distinct block indices of a depth-{depth} ViT")
+    return out
 
 
 def create_vit(arch: str, **overrides) -> VisionTransformer:

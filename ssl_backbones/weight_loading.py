@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from .beit_rel_pos import convert_beit_rel_pos, keeps_beit_rel_pos
 from .vit import VisionTransformer
 from .weight_convert import convert_pos_embed, convert_to_encoder
 from .weight_report import (
@@ -52,6 +53,19 @@ def _refuse_other_architecture(path: str, state: StateDict, src: ArchGuess, dst:
             "the checkpoint uses layer scale (ls1.gamma / BEiT gamma_1) and the model does not; "
             "build the encoder with init_values set (e.g. 0.1)",
         )
+
+
+def _keep_beit_rel_pos(encoder: VisionTransformer, raw: StateDict, root: str, state: StateDict,
+                       report: LoadReport) -> StateDict:
+    """A rel_pos="beit" encoder uses BEiT's relative position tables, which the converters drop:
+    take them back from the file, resampled to the encoder's grid (`beit_rel_pos`)."""
+    if getattr(encoder, "rel_pos", "none") != "beit":
+        return state
+    for k, v in raw.items():
+        if k.startswith(root) and keeps_beit_rel_pos(encoder, k[len(root) :]):
+            state[k[len(root) :]] = v
+            report.dropped.pop(k, None)
+    return convert_beit_rel_pos(state, encoder, report.notes)
 
 
 def _fill_absent(state: StateDict, model_sd: StateDict, report: LoadReport) -> None:
@@ -134,6 +148,7 @@ def load_encoder_weights(
         )
     report = LoadReport(spath, "", "", str(encoder_arch(encoder)))
     state, root = convert_to_encoder(raw, meta, report)
+    state = _keep_beit_rel_pos(encoder, raw, root, state, report)
     src = infer_arch(state, num_heads=meta.get("num_heads"))
     report.source_arch = str(src)
     model_sd = encoder.state_dict()

@@ -163,7 +163,7 @@ def build_probe_set(kind: str, root: str | Path | None, img_size: int = 128, max
                     max_val: int = 128) -> ProbeSet:
     """A `ProbeSet` of data `kind`: "ade20k", "coco", "folder", "demo_ade" or "demo_coco" (no root)."""
     if kind in ("demo_ade", "demo_coco"):
-        from engine.demo_data import ensure_demo_ade, ensure_demo_coco
+        from demo_data import ensure_demo_ade, ensure_demo_coco
 
         kind, root = ("ade20k", ensure_demo_ade()) if kind == "demo_ade" else ("coco", ensure_demo_coco())
     builders = {"ade20k": ade_probe_set, "coco": coco_probe_set, "folder": folder_probe_set}

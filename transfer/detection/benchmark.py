@@ -4,7 +4,14 @@
 
 A step is the full training step of the recipe: encoder + max-pool / deconv adapter (or the simple
 feature pyramid) + FPN, RPN, RoI box and mask heads with their losses, backward, AdamW with the
-detection param groups. Inputs are random `size` x `size` images with `--boxes` random boxes and
+detection param groups. ViTDet's options give more rows:
+
+    python tools/benchmark.py det --archs vit_base --size 1024 --batch-size 1 --attention global window
+    python tools/benchmark.py det --archs vit_base --size 512 --roi-heads mask_rcnn cascade --heads vitdet
+
+`--attention`: "global" (today's encoder), "window" (ViTDet: patch tokens only, 14 x 14 windows
+with ViTDet's 4 global blocks), each with `--rel-pos decomposed` for ViTDet's relative positions.
+`--roi-heads cascade` swaps in the three-stage Cascade R-CNN box heads. Inputs are random `size` x `size` images with `--boxes` random boxes and
 rectangle masks each, already on the device, so data loading is excluded. On CPU the peak memory
 is the process's max RSS (it only grows: run one arch per call for clean numbers).
 """
@@ -31,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=80)
     p.add_argument("--boxes", type=int, default=16, help="ground-truth instances per image")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute encoder blocks in backward")
+    p.add_argument("--attention", nargs="+", default=["global"], choices=["global", "window"],
+                   help="global attention, or ViTDet's 14x14 windows with 4 global blocks (one row each)")
+    p.add_argument("--rel-pos", default="none", choices=["none", "decomposed"], help="ViTDet's relative positions")
+    p.add_argument("--heads", default="torchvision", choices=["torchvision", "vitdet"], help="RPN / RoI head design")
+    p.add_argument("--roi-heads", nargs="+", default=["mask_rcnn"], choices=["mask_rcnn", "cascade"],
+                   help="Mask R-CNN's single box stage or Cascade R-CNN's three (one row each)")
 
 
 def synthetic_batch(
@@ -53,11 +66,23 @@ def synthetic_batch(
     return images, targets
 
 
-def bench_arch(arch: str, args: argparse.Namespace, device: torch.device, precision: str) -> dict:
-    """Time the Mask R-CNN training step of one encoder size; returns a table row."""
+def bench_config(arch: str, args: argparse.Namespace, attention: str = "global", roi_heads: str = "mask_rcnn") -> ModelConfig:
+    """The benchmarked detector: `args`' adapter / heads / relative positions, one attention and RoI-head choice."""
+    window = attention == "window"
+    return ModelConfig(
+        arch=arch, adapter=args.adapter, weights=None, drop_path=0.1, grad_checkpointing=args.grad_checkpointing,
+        patch_only=window or args.rel_pos != "none", window_size=14 if window else 0, rel_pos=args.rel_pos,
+        rel_pos_grid=args.size // 16, heads=args.heads, cascade=roi_heads == "cascade",
+    )
+
+
+def bench_arch(
+    arch: str, args: argparse.Namespace, device: torch.device, precision: str,
+    attention: str = "global", roi_heads: str = "mask_rcnn",
+) -> dict:
+    """Time the detector's training step for one encoder size and option set; returns a table row."""
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, adapter=args.adapter, weights=None, drop_path=0.1,
-                      grad_checkpointing=args.grad_checkpointing)
+    cfg = bench_config(arch, args, attention, roi_heads)
     model = build_mask_rcnn(cfg, args.num_classes, test_size=args.size, test_max_size=args.size).to(device).train()
     optimizer = build_adamw(model, lr=1e-4, weight_decay=0.05, num_layers=encoder_of(model).depth, prefix=ENCODER_PREFIX)
     scaler = make_grad_scaler(precision, device)
@@ -76,6 +101,9 @@ def bench_arch(arch: str, args: argparse.Namespace, device: torch.device, precis
     return {
         "arch": arch,
         "adapter": args.adapter,
+        "attention": attention + ("+relpos" if args.rel_pos != "none" else ""),
+        "roi_heads": roi_heads,
+        "heads": args.heads,
         "size": args.size,
         "batch": args.batch_size,
         "precision": precision,
@@ -92,9 +120,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     precision = resolve_precision(args.precision, device)
     rows = []
     for arch in args.archs:
-        rows.append(bench_arch(arch, args, device, precision))
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        for attention in args.attention:
+            for roi_heads in args.roi_heads:
+                rows.append(bench_arch(arch, args, device, precision, attention, roi_heads))
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     print_table(rows, title=f"Mask R-CNN training step ({device.type}, {precision})")
     write_json(rows, args.out, suite="det", size=args.size, batch_size=args.batch_size)
     return rows

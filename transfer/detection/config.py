@@ -62,6 +62,23 @@ class ModelConfig:
             checkpoints carry layer-scale weights, so BEiT configs set 0.1).
         embed_dim, depth, num_heads: override the named size (tests and small experiments).
         grad_checkpointing: recompute encoder blocks in backward (memory for ViT-B/L at 1024 px).
+
+    ViTDet's recipe (all off by default, which is the SplitMask paper's recipe):
+        patch_only: the encoder runs on patch tokens only for the dense maps (no cls token).
+        window_size: attention inside windows of this many patches (ViTDet: 14); 0 = global.
+        global_blocks: blocks with global attention among window blocks; None = ViTDet's
+            (ViT-B 2, 5, 8, 11; ViT-L 5, 11, 17, 23; ViT-H 7, 15, 23, 31).
+        rel_pos: "decomposed" adds ViTDet's per-axis relative position biases (zero-initialised).
+        rel_pos_grid: grid of the global blocks' tables (ViTDet: 64 at 1024 px); None = the
+            pretraining grid. Tables are interpolated to the actual grid either way.
+        heads: "torchvision" (1-conv RPN, 2-MLP box head, 4-conv mask head) or "vitdet" (2-conv
+            RPN, 4 conv + 1 fc box head and 4-conv mask head with LayerNorm).
+        cascade: Cascade Mask R-CNN box heads (`cascade.py`) instead of Mask R-CNN's single stage.
+        cascade_ious, cascade_box_weights, cascade_loss_weights: per stage; detectron2's defaults.
+        cls_loss: "softmax" cross-entropy, or "federated" sigmoid cross-entropy (LVIS; needs the
+            per-class image counts, `build_mask_rcnn(class_image_counts=...)`).
+        fed_loss_classes: classes per batch in the federated loss (50), positives included.
+        fed_loss_power: sampling weight = image count ** this (0.5).
     """
 
     arch: str = "vit_small"
@@ -83,10 +100,37 @@ class ModelConfig:
     depth: int | None = None
     num_heads: int | None = None
     grad_checkpointing: bool = False
+    patch_only: bool = False
+    window_size: int = 0
+    global_blocks: tuple[int, ...] | None = None
+    rel_pos: Literal["none", "decomposed"] = "none"
+    rel_pos_grid: int | None = None
+    heads: Literal["torchvision", "vitdet"] = "torchvision"
+    cascade: bool = False
+    cascade_ious: tuple[float, ...] = (0.5, 0.6, 0.7)
+    cascade_box_weights: tuple[tuple[float, float, float, float], ...] = (
+        (10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)
+    )
+    cascade_loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    cls_loss: Literal["softmax", "federated"] = "softmax"
+    fed_loss_classes: int = 50
+    fed_loss_power: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"model.drop_path must be in [0, 1), got {self.drop_path}")
+        if (self.window_size > 0 or self.rel_pos == "decomposed") and not self.patch_only:
+            raise ConfigError(
+                "model.window_size / model.rel_pos='decomposed' need model.patch_only=True (ViTDet runs its "
+                "blocks on patch tokens only)"
+            )
+        stages = (len(self.cascade_ious), len(self.cascade_box_weights), len(self.cascade_loss_weights))
+        if len(set(stages)) != 1:
+            raise ConfigError(
+                f"model.cascade_ious / cascade_box_weights / cascade_loss_weights need one entry per stage, got {stages}"
+            )
+        if self.fed_loss_classes <= 0:
+            raise ConfigError(f"model.fed_loss_classes must be positive, got {self.fed_loss_classes}")
         if len(self.anchor_sizes) != 5:
             raise ConfigError(f"model.anchor_sizes needs one size per level (5: strides 4..64), got {self.anchor_sizes}")
         if self.out_indices is not None and len(self.out_indices) != 4:

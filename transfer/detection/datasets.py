@@ -305,6 +305,18 @@ class CocoInstances(Dataset):
             for i in self.ids
         ]
 
+    def class_image_counts(self) -> list[float]:
+        """Images per class 1..K, for the federated loss: LVIS's `image_count` of each category when
+        the json has it (ViTDet's source), else counted from this split's usable annotations."""
+        cats = {c["id"]: c for c in self.data["categories"]}
+        if all("image_count" in c for c in cats.values()):
+            return [float(cats[cid]["image_count"]) for cid in self.cat_ids]
+        counts = [0.0] * self.num_classes
+        for labels in self.categories_per_image():
+            for label in labels:
+                counts[label - 1] += 1.0
+        return counts
+
     def _read_image(self, info: dict) -> torch.Tensor | None:
         path = self.image_path(info)
         try:

@@ -16,6 +16,11 @@ resizes them to `test_size` (long side <= `test_max_size`) and maps boxes and pa
 the original image (`GeneralizedRCNNTransform.postprocess`). Images are normalised with the
 ImageNet mean / std (what the encoders were pretrained with) and padded to multiples of 32.
 
+ViTDet's recipe is a set of options (`ModelConfig`): window attention with relative positions in
+the encoder, LayerNorm'd conv heads ("vitdet": `RPNHead(conv_depth=2)`, `FastRCNNConvFCHead`
+4 conv + 1 fc, `MaskRCNNHeads` with LayerNorm), Cascade R-CNN box stages and the federated
+LVIS loss (`cascade.CascadeRoIHeads`, which replaces torchvision's `RoIHeads` when either is on).
+
 The encoder lives at `backbone.body.encoder` (`ENCODER_PREFIX`) for layer-wise lr decay.
 """
 
@@ -23,14 +28,18 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from timm.layers import LayerNorm2d
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -38,7 +47,9 @@ from ssl_backbones import load_encoder_weights
 from ssl_backbones.adapters import MaxPoolDeconvAdapter, SimpleFeaturePyramid
 from ssl_backbones.vit import VisionTransformer, create_vit
 
+from .cascade import CascadeRoIHeads, ClassAgnosticPredictor
 from .config import ModelConfig
+from .federated_loss import FederatedLoss, fed_loss_class_weights
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -92,6 +103,11 @@ def build_encoder(cfg: ModelConfig, allow_pickle: bool = False) -> VisionTransfo
         drop_path_rate=cfg.drop_path,
         init_values=cfg.layer_scale,
         grad_checkpointing=cfg.grad_checkpointing,
+        patch_only=cfg.patch_only,
+        window_size=cfg.window_size,
+        global_blocks=cfg.global_blocks,
+        rel_pos=cfg.rel_pos,
+        rel_pos_grid=cfg.rel_pos_grid,
     )
     for name in ("embed_dim", "depth", "num_heads"):
         if getattr(cfg, name) is not None:
@@ -126,6 +142,59 @@ def build_backbone(cfg: ModelConfig, encoder: VisionTransformer) -> ViTPyramidBa
     raise ValueError(f"model.adapter must be 'maxpool_deconv' or 'simple_fpn', got {cfg.adapter!r}")
 
 
+def _box_head(cfg: ModelConfig) -> nn.Module:
+    """One stage's box head on 7x7 RoIs: torchvision's 2-MLP, or ViTDet's 4 conv + 1 fc with LayerNorm."""
+    c = cfg.fpn_channels
+    if cfg.heads == "vitdet":
+        return FastRCNNConvFCHead((c, 7, 7), [c] * 4, [cfg.box_head_dim], norm_layer=LayerNorm2d)
+    return TwoMLPHead(c * 7 * 7, cfg.box_head_dim)
+
+
+def _mask_head(cfg: ModelConfig) -> nn.Module:
+    """Four 3x3 convs on 14x14 RoIs (with LayerNorm for ViTDet); the predictor adds the deconv."""
+    norm = partial(LayerNorm2d) if cfg.heads == "vitdet" else None
+    return MaskRCNNHeads(cfg.fpn_channels, [cfg.mask_head_channels] * 4, dilation=1, norm_layer=norm)
+
+
+def _class_loss(cfg: ModelConfig, num_classes: int, class_image_counts: Sequence[float] | None) -> nn.Module | None:
+    if cfg.cls_loss != "federated":
+        return None
+    if class_image_counts is None:
+        _log.warning(
+            "federated loss without class image counts: negatives are sampled uniformly; pass "
+            "class_image_counts=train_dataset.class_image_counts() to build_mask_rcnn for ViTDet's weighting"
+        )
+        class_image_counts = [1.0] * num_classes
+    if len(class_image_counts) != num_classes:
+        raise ValueError(f"{len(class_image_counts)} class image counts for {num_classes} classes")
+    return FederatedLoss(fed_loss_class_weights(class_image_counts, cfg.fed_loss_power), cfg.fed_loss_classes)
+
+
+def _cascade_roi_heads(
+    cfg: ModelConfig, model: MaskRCNN, num_classes: int, class_image_counts: Sequence[float] | None
+) -> CascadeRoIHeads:
+    """Replace torchvision's RoI heads: cascade stages and / or the federated classification loss.
+
+    Without `cfg.cascade` this is a single IoU-0.5 stage with the model's own class-specific box
+    head and predictor, i.e. torchvision's Mask R-CNN head with another classification loss."""
+    rh = model.roi_heads
+    if cfg.cascade:
+        box_heads = [_box_head(cfg) for _ in cfg.cascade_ious]
+        predictors = [ClassAgnosticPredictor(cfg.box_head_dim, num_classes + 1) for _ in cfg.cascade_ious]
+        ious, weights, loss_w = cfg.cascade_ious, cfg.cascade_box_weights, cfg.cascade_loss_weights
+    else:
+        box_heads, predictors = [rh.box_head], [rh.box_predictor]
+        ious, weights, loss_w = (0.5,), ((10.0, 10.0, 5.0, 5.0),), (1.0,)
+    return CascadeRoIHeads(
+        rh.box_roi_pool, box_heads, predictors, stage_ious=ious, stage_box_weights=weights,
+        stage_loss_weights=loss_w, mask_roi_pool=rh.mask_roi_pool, mask_head=rh.mask_head,
+        mask_predictor=rh.mask_predictor, batch_size_per_image=cfg.roi_batch_size,
+        positive_fraction=rh.fg_bg_sampler.positive_fraction, score_thresh=rh.score_thresh,
+        nms_thresh=rh.nms_thresh, detections_per_img=rh.detections_per_img,
+        cls_loss=_class_loss(cfg, num_classes, class_image_counts), sigmoid_scores=cfg.cls_loss == "federated",
+    )
+
+
 def build_mask_rcnn(
     cfg: ModelConfig,
     num_classes: int,
@@ -135,8 +204,9 @@ def build_mask_rcnn(
     score_threshold: float = 0.05,
     allow_pickle: bool = False,
     encoder: VisionTransformer | None = None,
+    class_image_counts: Sequence[float] | None = None,
 ) -> MaskRCNN:
-    """torchvision Mask R-CNN on our ViT pyramid.
+    """torchvision Mask R-CNN (or Cascade Mask R-CNN) on our ViT pyramid.
 
     Args:
         cfg: the model section of the config.
@@ -147,6 +217,7 @@ def build_mask_rcnn(
         score_threshold: minimum score of a kept detection (0.05 COCO, 0.02 LVIS).
         allow_pickle: let the encoder-weights loader read legacy pickles.
         encoder: an already built encoder (skips `build_encoder`; benchmarks and tests).
+        class_image_counts: images per class 1..K (LVIS `image_count`), for the federated loss.
     Returns:
         the detector; in training mode `model(images, targets)` returns the loss dict, in eval mode
         `model(images)` returns per image {"boxes" (K, 4) xyxy in input-image pixels, "labels" (K,),
@@ -155,15 +226,15 @@ def build_mask_rcnn(
     if encoder is None:
         encoder = build_encoder(cfg, allow_pickle=allow_pickle)
     backbone = build_backbone(cfg, encoder)
-    c = cfg.fpn_channels
-    # torchvision's standard heads (TwoMLPHead on 7x7 RoIs, four 3x3 convs + deconv on 14x14),
-    # built here only so their widths follow the config.
-    box_head = TwoMLPHead(c * 7 * 7, cfg.box_head_dim)
-    mask_head = MaskRCNNHeads(c, [cfg.mask_head_channels] * 4, dilation=1)
+    # Built in the same order as before the ViTDet options, so default configs initialise identically.
+    box_head, mask_head = _box_head(cfg), _mask_head(cfg)
     anchors = AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * len(cfg.anchor_sizes))
-    return MaskRCNN(
+    # ViTDet's RPN has two 3x3 convs; None = torchvision's default one-conv RPN head.
+    rpn_head = RPNHead(cfg.fpn_channels, 3, conv_depth=2) if cfg.heads == "vitdet" else None
+    model = MaskRCNN(
         backbone,
         rpn_anchor_generator=anchors,
+        rpn_head=rpn_head,
         box_head=box_head,
         box_predictor=FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
         mask_head=mask_head,
@@ -179,6 +250,9 @@ def build_mask_rcnn(
         box_score_thresh=score_threshold,
         _skip_resize=True,
     )
+    if cfg.cascade or cfg.cls_loss != "softmax":
+        model.roi_heads = _cascade_roi_heads(cfg, model, num_classes, class_image_counts)
+    return model
 
 
 def encoder_of(model: nn.Module) -> VisionTransformer:

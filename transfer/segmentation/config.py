@@ -35,6 +35,9 @@ class ModelConfig:
         dropout: Dropout2d before both classifiers (0.1).
         embed_dim, depth, num_heads: override the named size (tests and small experiments).
         grad_checkpointing: recompute encoder blocks in backward (saves memory for ViT-L).
+        rel_pos: "beit" gives every block BEiT's relative position bias table, made for the crop's
+            grid; BEiT checkpoints' tables are loaded and resampled to it on BEiT's geometric
+            progression (`ssl_backbones.beit_rel_pos`); "none" (default) drops them.
     """
 
     arch: str = "vit_base"
@@ -50,6 +53,7 @@ class ModelConfig:
     depth: int | None = None
     num_heads: int | None = None
     grad_checkpointing: bool = False
+    rel_pos: Literal["none", "beit"] = "none"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.drop_path < 1.0:

@@ -68,6 +68,7 @@ def build_model(cfg: SegConfig, num_classes: int) -> UperNet:
         out_indices=m.out_indices,
         grad_checkpointing=m.grad_checkpointing,
         init_values=m.layer_scale,
+        rel_pos=m.rel_pos,  # issue 16: BEiT relative position bias
         **overrides,
     )
     if m.weights:
