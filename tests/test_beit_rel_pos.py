@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssl_backbones.beit_rel_pos import _source_offsets, resample_beit_table
 from ssl_backbones import load_encoder_weights
+from ssl_backbones.beit_rel_pos import _source_offsets, resample_beit_table
 from ssl_backbones.rel_pos import beit_rel_pos_bias, beit_table_size
 from ssl_backbones.vit import VisionTransformer
 
