@@ -173,7 +173,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
-        if k not in ("broken", "broken_files")
+        if k not in ("skipped", "skipped_files")
     }
 
 

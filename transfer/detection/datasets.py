@@ -2,9 +2,11 @@
 
 Each training sample is `(image, target)`: `image` a `tv_tensors.Image` (3, H, W) uint8 and
 `target` = {"boxes": BoundingBoxes XYXY (N, 4), "masks": Mask (N, H, W) uint8, "labels": (N,) int64
-contiguous labels 1..K (0 is torchvision's background), "image_id": int, "skipped": int}.
-Evaluation samples carry the untouched original image and {"image_id", "skipped"}; the model
-resizes and maps its predictions back (see `model.py`).
+contiguous labels 1..K (0 is torchvision's background), "image_id": int, "skipped": int,
+"skipped_files": list[str]}. Evaluation samples carry the untouched original image and
+{"image_id", "skipped", "skipped_files"}; the model resizes and maps its predictions back (see
+`model.py`). Images are decoded by `engine.images.read_rgb` (16-bit, gray, palette, CMYK -> RGB
+uint8).
 
 Annotation handling:
 - polygons, uncompressed RLE and compressed RLE become binary masks through pycocotools;
@@ -41,8 +43,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
+
+from engine.images import UnreadableImageError, read_rgb
 
 from .config import DataConfig
 
@@ -302,20 +305,20 @@ class CocoInstances(Dataset):
             for i in self.ids
         ]
 
-    def _read_image(self, info: dict) -> torch.Tensor | None:
+    def _read_image(self, info: dict) -> tuple[torch.Tensor | None, str]:
+        """(3, H, W) uint8 image and "", or None and "path (reason)" when it cannot be used."""
         path = self.image_path(info)
         try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as e:
-            _log.warning("skipping unreadable image %s (%s)", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
-            return None
+            image = torch.from_numpy(read_rgb(path)).permute(2, 0, 1).contiguous()
+        except UnreadableImageError as e:
+            _log.warning("skipping unreadable image %s (%s)", path, e.reason)
+            return None, f"{path} ({e.reason})"
         if tuple(image.shape[-2:]) != (info["height"], info["width"]):
-            _log.warning(
-                "skipping image %s: it is %dx%d but %s says %dx%d",
-                path, image.shape[-1], image.shape[-2], self.files.ann_file.name, info["width"], info["height"],
-            )
-            return None
-        return image
+            reason = (f"it is {image.shape[-1]}x{image.shape[-2]} but {self.files.ann_file.name} says "
+                      f"{info['width']}x{info['height']}")
+            _log.warning("skipping image %s: %s", path, reason)
+            return None, f"{path} ({reason})"
+        return image, ""
 
     def _target(self, img_id: int, info: dict) -> dict:
         h, w = info["height"], info["width"]
@@ -334,39 +337,45 @@ class CocoInstances(Dataset):
         }
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image | None, dict]:
-        skipped = 0
+        skipped: list[str] = []
         # Training: an unreadable image is replaced by the next one (counted); evaluation: reported.
         for attempt in range(len(self.ids) if self.train else 1):
             img_id = self.ids[(index + attempt) % len(self.ids)]
             info = self.coco.imgs[img_id]
-            image = self._read_image(info)
+            image, problem = self._read_image(info)
             if image is None:
-                skipped += 1
+                skipped.append(problem)
                 continue
             if not self.train:
-                return tv_tensors.Image(image), {"image_id": img_id, "skipped": skipped}
+                return tv_tensors.Image(image), {"image_id": img_id, "skipped": 0, "skipped_files": []}
             image, target = tv_tensors.Image(image), self._target(img_id, info)
             if self.transforms is not None:
                 image, target = self._augment(index + attempt, image, target)
-            target["image_id"] = img_id
-            target["skipped"] = skipped
+            target.update(image_id=img_id, skipped=len(skipped), skipped_files=skipped)
             return image, target
         if self.train:
-            raise RuntimeError(f"none of the {len(self.ids)} images listed in {self.files.ann_file} could be read")
-        return None, {"image_id": self.ids[index], "skipped": skipped}
+            raise BrokenImagesError(
+                f"none of the {len(self.ids)} images listed in {self.files.ann_file} could be read, e.g. "
+                f"{skipped[0]}; check data.train_images / --data-root"
+            )
+        return None, {"image_id": self.ids[index], "skipped": len(skipped), "skipped_files": skipped}
 
 
-def collate(batch: list[tuple[Any, dict]]) -> tuple[list[torch.Tensor], list[dict], int]:
-    """Images and targets as lists of plain tensors (sizes differ; the model pads), and the number
-    of unreadable images met while building the batch.
+def collate(batch: list[tuple[Any, dict]]) -> dict[str, Any]:
+    """Batch of samples -> {"images": list of (3, H, W) uint8 tensors (sizes differ; the model pads),
+    "targets": list of dicts of plain tensors, "skipped": int, "skipped_files": list[str]} where
+    `skipped` counts the unreadable images met while building the batch (the keys every loader's
+    batches share).
 
     Evaluation samples whose image could not be read (`image is None`) are left out of both lists.
     """
     skipped = sum(int(t.get("skipped", 0)) for _, t in batch)
+    skipped_files = [f for _, t in batch for f in t.get("skipped_files", [])]
     kept = [(img, t) for img, t in batch if img is not None]
     images = [img.as_subclass(torch.Tensor) for img, _ in kept]
     targets = [
-        {k: (v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v) for k, v in t.items() if k != "skipped"}
+        {k: (v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v) for k, v in t.items()
+         if k not in ("skipped", "skipped_files")}
         for _, t in kept
     ]
-    return images, targets, skipped
+    return {"images": images, "targets": targets, "skipped": skipped, "skipped_files": skipped_files}

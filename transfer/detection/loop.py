@@ -308,7 +308,8 @@ def train(cfg: DetConfig) -> dict[str, Any]:
             if first:
                 sampler.set_start_batch(first, bpg)
             batch_index = first
-            for images, targets, skipped in loader:
+            for batch in loader:
+                images, targets, skipped = batch["images"], batch["targets"], batch["skipped"]
                 if step >= total_steps:
                     break
                 skipped_total += skipped

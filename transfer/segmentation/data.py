@@ -12,8 +12,10 @@ Annotations are single-channel PNGs of class ids. With `reduce_zero_label` (ADE2
 
 A training sample's augmentation draws from `np.random.default_rng([seed, epoch, index])`, so it
 depends only on what is sampled, not on the worker that loads it: resuming reproduces it exactly.
-Unreadable files are skipped and counted (training substitutes the next readable sample; the
-count travels with the batch so the loop can stop when too many are broken).
+Images are decoded by `engine.images.read_rgb` (16-bit, gray, palette, CMYK -> RGB uint8; truncated
+files raise). Unreadable files are skipped and counted (training substitutes the next readable
+sample; `"skipped"` and `"skipped_files"` travel with the batch, the keys every loader's batches
+share, so the loop can stop when too many are broken).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from engine.images import UnreadableImageError, read_rgb
 
 from .model import IGNORE_INDEX
 from .transforms import EvalTransform, TrainTransform
@@ -130,11 +134,11 @@ def list_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise UnreadableFileError(f"cannot decode image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """(H, W, 3) uint8 RGB; a truncated or undecodable file raises `UnreadableFileError`."""
+    try:
+        return read_rgb(path)
+    except UnreadableImageError as e:
+        raise UnreadableFileError(str(e)) from e
 
 
 def label_lut(reduce_zero_label: bool) -> np.ndarray:
@@ -151,6 +155,7 @@ def load_label(path: Path, num_classes: int, reduce_zero_label: bool = True) -> 
     """(H, W) uint8 class ids in [0, K) or 255, read with PIL (palette PNGs keep their indices)."""
     try:
         with Image.open(path) as im:
+            im.load()  # full decode inside the try: a truncated PNG fails here
             raw = np.asarray(im)
     except (OSError, ValueError) as e:
         raise UnreadableFileError(f"cannot decode annotation {path}: {e}") from e
@@ -172,9 +177,10 @@ def load_label(path: Path, num_classes: int, reduce_zero_label: bool = True) -> 
 class SegDataset(Dataset):
     """Image / label pairs of one split with the train or eval pipeline.
 
-    Training items: {"image": (3, c, c) float, "label": (c, c) long, "skipped": int}.
-    Evaluation items: {"image": (3, h', w') float resized, "label": (H, W) long at the original
-    size, "index": int, "skipped": 0} or, for an unreadable pair, {"skipped": 1, "error": str}.
+    Training items: {"image": (3, c, c) float, "label": (c, c) long, "skipped": int,
+    "skipped_files": list[str]}. Evaluation items: {"image": (3, h', w') float resized, "label":
+    (H, W) long at the original size, "index": int, "skipped": 0, "skipped_files": []} or, for an
+    unreadable pair, {"skipped": 1, "skipped_files": [str], "error": str}.
 
     Args:
         root: dataset folder (see module doc).
@@ -229,9 +235,9 @@ class SegDataset(Dataset):
                 image, label = self.read(index)
             except UnreadableFileError as e:
                 _log.warning("skipping unreadable validation pair: %s", e)
-                return {"skipped": 1, "error": str(e)}
+                return {"skipped": 1, "skipped_files": [str(e)], "error": str(e)}
             img_t, lbl_t = self.transform(image, label)
-            return {"image": img_t, "label": lbl_t, "index": index, "skipped": 0}
+            return {"image": img_t, "label": lbl_t, "index": index, "skipped": 0, "skipped_files": []}
         errors = []
         for k in range(MAX_CONSECUTIVE_SKIPS):
             i = (index + k) % len(self)
@@ -243,7 +249,7 @@ class SegDataset(Dataset):
                 continue
             rng = np.random.default_rng([self.seed, self.epoch, i])
             img_t, lbl_t = self.transform(image, label, rng)
-            return {"image": img_t, "label": lbl_t, "skipped": k}
+            return {"image": img_t, "label": lbl_t, "skipped": k, "skipped_files": errors}
         raise BrokenFilesError(
             f"{MAX_CONSECUTIVE_SKIPS} consecutive training pairs could not be read, e.g. {errors[0]}; "
             f"check the files under {self.root}"
@@ -251,11 +257,13 @@ class SegDataset(Dataset):
 
 
 def collate_train(samples: list[dict]) -> dict:
-    """Stack training samples -> {"image": (B, 3, c, c), "label": (B, c, c), "skipped": int}."""
+    """Stack training samples -> {"image": (B, 3, c, c), "label": (B, c, c), "skipped": int,
+    "skipped_files": list[str]}."""
     return {
         "image": torch.stack([s["image"] for s in samples]),
         "label": torch.stack([s["label"] for s in samples]),
         "skipped": sum(s["skipped"] for s in samples),
+        "skipped_files": [f for s in samples for f in s["skipped_files"]],
     }
 
 
