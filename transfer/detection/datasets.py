@@ -14,7 +14,11 @@ Annotation handling:
 - crowd regions (`iscrowd=1`) are dropped from training targets. torchvision's Mask R-CNN has no
   ignore regions, so anchors / proposals on a crowd region count as background (detectron2
   behaves the same way); evaluation still treats crowds as ignore regions (pycocotools).
-- boxes with width or height < 1 pixel are dropped.
+- annotations that cannot be trained or scored are dropped from the loaded json, counted and
+  logged with their ids (`drop_degenerate`): boxes with width or height <= 0, and polygons with
+  fewer than 3 points (< 6 coordinates) or an odd number of coordinates (the annotation goes when
+  none of its polygons is left; pycocotools would otherwise crash on it when it is sampled).
+  Training targets further skip boxes under 1 pixel.
 - images without any usable annotation are dropped from training when `filter_empty` (as
   detectron2 does); kept otherwise (torchvision supports empty targets).
 - category ids (arbitrary, non-contiguous) map to labels 1..K in sorted id order.
@@ -56,6 +60,8 @@ __all__ = [
     "SplitFiles",
     "resolve_split",
     "load_coco_json",
+    "drop_degenerate",
+    "check_same_categories",
     "coco_api",
     "CocoInstances",
     "collate",
@@ -157,11 +163,12 @@ def _require(cond: bool, path: Path, problem: str) -> None:
         raise AnnotationFormatError(f"{path}: {problem}")
 
 
-def load_coco_json(path: str | Path) -> dict:
+def load_coco_json(path: str | Path, drop: bool = True) -> dict:
     """Read and check a COCO-format annotation file (COCO, LVIS or custom).
 
     Checks the top-level keys, the fields every image / annotation / category needs, that ids are
-    unique and that annotations reference known images and categories.
+    unique and that annotations reference known images and categories; with `drop`, removes the
+    degenerate annotations (`drop_degenerate`, logged with their ids).
 
     Raises:
         AnnotationFormatError: with the file name and the first problem found.
@@ -198,7 +205,69 @@ def load_coco_json(path: str | Path) -> dict:
         _require(ann["image_id"] in img_ids, path, f"annotations[{i}] refers to unknown image_id {ann['image_id']}")
         bbox = ann["bbox"]
         _require(isinstance(bbox, list) and len(bbox) == 4, path, f"annotations[{i}] bbox must be [x, y, w, h], got {bbox!r}")
+    if drop:
+        dropped = drop_degenerate(data)
+        for kind, ids in dropped.items():
+            if ids:
+                _log.warning("%s: dropped %d annotation(s) with %s, e.g. ids %s", path.name, len(ids), kind,
+                             ", ".join(str(i) for i in ids[:10]))
     return data
+
+
+DEGENERATE_KINDS = ("a box of width or height <= 0", "no polygon of >= 3 points")
+
+
+def _valid_polygons(segmentation: Any) -> list | None:
+    """The polygons of a polygon segmentation with >= 3 points and an even number of
+    coordinates; None for RLE / missing segmentations (nothing to check)."""
+    if not isinstance(segmentation, list) or not segmentation:
+        return None
+    return [p for p in segmentation if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+
+
+def drop_degenerate(data: dict) -> dict[str, list]:
+    """Remove, in place, the annotations of a checked COCO dict that cannot be used (module doc);
+    drops just the bad polygons of an annotation that keeps a good one.
+
+    Returns:
+        {kind: [annotation id (or list index when it has none), ...]} for each of `DEGENERATE_KINDS`.
+    """
+    dropped: dict[str, list] = {k: [] for k in DEGENERATE_KINDS}
+    kept = []
+    for i, ann in enumerate(data["annotations"]):
+        ann_id = ann.get("id", f"#{i}")
+        w, h = ann["bbox"][2], ann["bbox"][3]
+        if not (isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0):
+            dropped[DEGENERATE_KINDS[0]].append(ann_id)
+            continue
+        polygons = _valid_polygons(ann.get("segmentation"))
+        if polygons is not None:
+            if not polygons:
+                dropped[DEGENERATE_KINDS[1]].append(ann_id)
+                continue
+            if len(polygons) != len(ann["segmentation"]):
+                ann = {**ann, "segmentation": polygons}
+        kept.append(ann)
+    data["annotations"] = kept
+    return dropped
+
+
+def check_same_categories(train_ds: CocoInstances, val_ds: CocoInstances) -> None:
+    """Both splits must list the same category ids (labels are numbered by sorted id).
+
+    Raises:
+        AnnotationFormatError: naming both files and up to 5 ids found in only one of them.
+    """
+    a, b = set(train_ds.cat_ids), set(val_ds.cat_ids)
+    if a == b:
+        return
+    only = [(train_ds.files.ann_file, sorted(a - b)), (val_ds.files.ann_file, sorted(b - a))]
+    detail = "; ".join(f"only in {p.name}: ids {ids[:5]}{' ...' if len(ids) > 5 else ''}" for p, ids in only if ids)
+    raise AnnotationFormatError(
+        f"{train_ds.files.ann_file} ({len(a)} categories) and {val_ds.files.ann_file} ({len(b)} categories) "
+        f"list different categories ({detail}). Both splits need the same category list: use the train "
+        "and val files of one release, or copy the train file's 'categories' into the val file."
+    )
 
 
 def coco_api(data: dict) -> COCO:

@@ -52,7 +52,7 @@ from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config, set_lr
 
 from .config import DetConfig
-from .datasets import BrokenImagesError, CocoInstances, collate, resolve_split
+from .datasets import BrokenImagesError, CocoInstances, check_same_categories, collate, resolve_split
 from .evaluation import DetectionEvaluator, run_inference
 from .model import ENCODER_PREFIX, build_mask_rcnn, encoder_of
 from .sampler import RepeatFactorSampler, repeat_factors
@@ -75,11 +75,7 @@ def build_datasets(cfg: DetConfig, train: bool = True) -> tuple[CocoInstances | 
         filter_empty=cfg.data.filter_empty,
         seed=cfg.run.seed,
     )
-    if train_ds.cat_ids != val_ds.cat_ids:
-        raise ValueError(
-            f"{train_ds.files.ann_file} and {val_ds.files.ann_file} list different categories "
-            f"({len(train_ds.cat_ids)} vs {len(val_ds.cat_ids)}); both splits need the same category list"
-        )
+    check_same_categories(train_ds, val_ds)
     return train_ds, val_ds
 
 
