@@ -59,6 +59,7 @@ __all__ = [
     "BrokenImagesError",
     "SplitFiles",
     "resolve_split",
+    "image_file",
     "load_coco_json",
     "drop_degenerate",
     "check_same_categories",
@@ -156,6 +157,14 @@ def resolve_split(cfg: DataConfig, split: str) -> SplitFiles:
     if not images.is_dir():
         raise _layout_error(cfg.kind, f"{split} image folder", images)
     return SplitFiles(ann, images, cfg.kind, url_layout=cfg.kind == "lvis" and images_override is None)
+
+
+def image_file(files: SplitFiles, info: dict) -> Path:
+    """Where the image of json entry `info` lives."""
+    if files.url_layout and "coco_url" in info:
+        # "http://images.cocodataset.org/train2017/000000391895.jpg" -> train2017/000000391895.jpg
+        return files.image_dir.joinpath(*info["coco_url"].split("/")[-2:])
+    return files.image_dir / info["file_name"]
 
 
 def _require(cond: bool, path: Path, problem: str) -> None:
@@ -362,10 +371,7 @@ class CocoInstances(Dataset):
         return len(self.ids)
 
     def image_path(self, info: dict) -> Path:
-        if self.files.url_layout and "coco_url" in info:
-            # "http://images.cocodataset.org/train2017/000000391895.jpg" -> train2017/000000391895.jpg
-            return self.files.image_dir.joinpath(*info["coco_url"].split("/")[-2:])
-        return self.files.image_dir / info["file_name"]
+        return image_file(self.files, info)
 
     def categories_per_image(self) -> list[list[int]]:
         """Contiguous labels present in each image (training annotations only), for repeat factors."""
