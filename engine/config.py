@@ -94,6 +94,8 @@ class RunConfig:
 
     ``resume``: None (fresh run), ``"auto"`` (newest checkpoint in ``output_dir`` if any) or a
     checkpoint path. ``allow_pickle`` permits legacy (non weights-only) checkpoint loading.
+    ``overwrite``: an ``output_dir`` holding an earlier run is emptied of its files instead of
+    refused (``engine.run_dir.prepare_run_dir``).
     """
 
     output_dir: str = "runs/default"
@@ -105,6 +107,7 @@ class RunConfig:
     keep_last: int = 2
     resume: str | None = None
     allow_pickle: bool = False
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.log_every <= 0:

@@ -47,7 +47,7 @@ RUN_FILES = RUN_MARKERS + (
 # Dotted config keys (fnmatch patterns) that may differ on resume: run length, output folder, and
 # how the resume itself was asked for.
 RESUME_IGNORED_KEYS = (
-    "run.output_dir", "run.resume", "run.allow_pickle",
+    "run.output_dir", "run.resume", "run.allow_pickle", "run.overwrite",
     "schedule.epochs", "schedule.stop_at_step", "schedule.max_iters", "solver.iterations",
 )
 

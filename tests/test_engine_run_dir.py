@@ -94,3 +94,27 @@ def test_output_dir_under_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirError, match="is not a directory"):
         prepare_run_dir(tmp_path / "file" / "run", None, False, CFG)
+
+
+def test_tools_take_overwrite(tmp_path: Path) -> None:
+    from transfer.cli import TransferCLI
+    from transfer.segmentation.config import SegConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    cli = TransferCLI(description="", config_type=SegConfig, config_dirs=[repo / "seg_configs"], model_name="m",
+                      data_root_help="", set_example="", train=dict, evaluate=dict, summarize=dict)
+    args = cli.parse_args(["--config", "upernet_splitmask_vits_ade20k.py", "--overwrite"])
+    assert cli.build_config(args).run.overwrite is True
+    args = cli.parse_args(["--config", "upernet_splitmask_vits_ade20k.py"])
+    assert cli.build_config(args).run.overwrite is False
+
+
+def test_pretrain_tool_takes_overwrite() -> None:
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("pretrain_cli_overwrite", repo / "tools" / "pretrain.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.config_from_args(tool.build_parser().parse_args(["--overwrite"])).run.overwrite is True
+    assert tool.config_from_args(tool.build_parser().parse_args([])).run.overwrite is False

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", default=None, help="run directory (default runs/pretrain_<method>_<arch>_<data>)"
     )
     p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in the run directory) or a path")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over in an output dir holding an earlier run (deletes its files)"
+    )
     p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N updates")
     p.add_argument("--init", default=None, help="start the encoder from this checkpoint")
     p.add_argument("--seed", type=int, default=None)
@@ -125,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
             ckpt_every_steps=args.ckpt_every or cfg.run.ckpt_every_steps,
             seed=args.seed if args.seed is not None else cfg.run.seed,
             allow_pickle=args.allow_pickle,
+            overwrite=args.overwrite,
         ),
     )
     return apply_overrides(cfg, args.set)

@@ -58,6 +58,8 @@ class TransferCLI:
         p.add_argument("--resume", nargs="?", const="auto", default=None,
                        help="continue a run: 'auto' (default when given without a value) = newest checkpoint in "
                             "the output dir, or a checkpoint path")
+        p.add_argument("--overwrite", action="store_true",
+                       help="start over in an output dir that holds an earlier run (deletes its files; run.overwrite)")
         p.add_argument("--eval-only", action="store_true", help="only evaluate --weights / eval.checkpoint")
         p.add_argument("--allow-pickle", action="store_true",
                        help="allow legacy pickled checkpoints (can run arbitrary code: trusted files only)")
@@ -81,6 +83,8 @@ class TransferCLI:
         cfg = apply_overrides(cfg, flags)
         if args.allow_pickle:
             cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, allow_pickle=True))
+        if args.overwrite:
+            cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, overwrite=True))
         return cfg
 
     def main(self, argv: list[str] | None = None) -> dict:
