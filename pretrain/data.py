@@ -20,8 +20,8 @@ exactly the same batches as an uninterrupted one, whatever the number of workers
 Images are decoded by `engine.images.read_rgb` (16-bit, gray, palette, CMYK... -> RGB uint8). Broken
 images (unreadable, truncated) are never fatal one by one: the sample is replaced by another image
 drawn from the same seeded generator and the failure is counted in the batch (`"skipped"`,
-`"skipped_files"`, the keys every loader's batches share); `BrokenImageMonitor` stops the run when
-their fraction gets too high.
+`"skipped_files"`, the keys every loader's batches share); `engine.skips.SkipBudget` stops the run
+when their fraction gets too high.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-from engine.distributed import all_gather_object, all_reduce_sum
 from engine.images import UnreadableImageError, read_rgb
 
 __all__ = [
@@ -46,7 +45,6 @@ __all__ = [
     "IMAGENET_STD",
     "IMG_EXTENSIONS",
     "AUGMENTATIONS",
-    "BrokenImageMonitor",
     "BrokenImagesError",
     "DatasetLayoutError",
     "UnlabeledImages",
@@ -318,67 +316,3 @@ def collate(samples: list[dict]) -> dict:
         else:
             out[key] = torch.stack(values)
     return out
-
-
-class BrokenImageMonitor:
-    """Counts broken images over the run; stops it when they exceed a fraction of the attempts.
-
-    Args:
-        max_fraction: stop when broken / attempted exceeds this (e.g. 0.01)...
-        min_attempts: ...once at least this many images have been attempted (job-wide).
-        keep_examples: descriptions kept for the error message.
-    """
-
-    def __init__(self, max_fraction: float = 0.01, min_attempts: int = 1000, keep_examples: int = 5) -> None:
-        self.max_fraction = max_fraction
-        self.min_attempts = min_attempts
-        self.keep_examples = keep_examples
-        self.local_attempted = 0
-        self.local_broken = 0
-        self.examples: list[str] = []
-        self.total_attempted = 0
-        self.total_broken = 0
-
-    def update(self, batch: dict) -> None:
-        """Record one collated batch (its images plus the broken ones replaced)."""
-        n_broken = int(batch.get("skipped", 0))
-        self.local_broken += n_broken
-        self.local_attempted += batch["images"].shape[0] + n_broken
-        room = self.keep_examples - len(self.examples)
-        if room > 0:
-            self.examples += batch.get("skipped_files", [])[:room]
-
-    def state_dict(self) -> dict:
-        return {
-            "attempted": self.local_attempted,
-            "broken": self.local_broken,
-            "examples": list(self.examples),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.local_attempted = int(state["attempted"])
-        self.local_broken = int(state["broken"])
-        self.examples = list(state.get("examples", []))
-
-    def sync_and_check(self, device: torch.device | str = "cpu") -> int:
-        """Sum the counts over ranks (a collective: call on every rank) and raise if too many broke.
-
-        `device` must suit the process group's backend (the GPU under NCCL). Returns the job-wide
-        number of broken images so far.
-        """
-        counts = torch.tensor([self.local_attempted, self.local_broken], dtype=torch.float64, device=device)
-        totals = all_reduce_sum(counts).cpu()
-        self.total_attempted, self.total_broken = int(totals[0]), int(totals[1])
-        too_many = (
-            self.total_attempted >= self.min_attempts
-            and self.total_broken > self.max_fraction * self.total_attempted
-        )
-        if too_many:
-            examples = [e for rank_examples in all_gather_object(self.examples) for e in rank_examples]
-            raise BrokenImagesError(
-                f"{self.total_broken} of {self.total_attempted} images attempted so far could not be read "
-                f"(more than {self.max_fraction:.1%}). Examples:\n  "
-                + "\n  ".join(examples[: self.keep_examples])
-                + "\nFix or remove these files, or raise data.max_broken_fraction if this is expected."
-            )
-        return self.total_broken

@@ -44,10 +44,11 @@ from engine.optim import build_adamw, clip_grad
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config, set_lr
+from engine.skips import SkipBudget
 from ssl_backbones.checkpoint import export_encoder, load_encoder_weights
 
 from .config import PretrainConfig, resolve_epochs
-from .data import BrokenImageMonitor, UnlabeledImages, build_transform, collate, list_images
+from .data import UnlabeledImages, build_transform, collate, list_images
 from .methods import build_encoder, build_masking, build_method, needs_tokenizer
 from .tokenizers import PatchTokenizer, build_tokenizer, sample_patches
 
@@ -228,7 +229,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     scaler = make_grad_scaler(precision, device)
     schedule = schedule_from_config(cfg.optim, plan.total_steps)
     sampler = ResumableSampler(len(dataset), shuffle=True, seed=cfg.run.seed, drop_last=True)
-    monitor = BrokenImageMonitor(cfg.data.max_broken_fraction, cfg.data.broken_check_after)
+    monitor = SkipBudget(cfg.data.max_broken_fraction, cfg.data.broken_check_after, what="data.max_broken_fraction")
     meta = _encoder_meta(cfg, plan.epochs, encoder)
     ckpt_manager = CheckpointManager(run_dir, keep_last=cfg.run.keep_last)
 
@@ -238,7 +239,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         sampler.load_state_dict(ckpt["sampler"])
-        monitor.load_state_dict(ckpt.get("broken_images", {"attempted": 0, "broken": 0}))
+        monitor.load_state_dict(ckpt.get("skips", {}))
         step = int(ckpt["step"])
         _log.info("resumed from %s at update %d", resume_path, step)
         restore_rng_state(ckpt["rng"])
@@ -265,7 +266,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             "epoch": step // plan.steps_per_epoch,
             "rng": rng,
             "sampler": sampler.state_dict(consumed, batch_size),
-            "broken_images": monitor.state_dict(),
+            "skips": monitor.state_dict(),
             "config": config_to_dict(cfg),
             "meta": meta,
         }
@@ -305,7 +306,9 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                     stats: dict[str, float] = {}
                     for micro in range(accum):
                         batch = next(batches)
-                        monitor.update(batch)
+                        monitor.update(batch["skipped"], len(batch["images"]) + batch["skipped"], batch["skipped_files"])
+                        monitor.sync(device)  # every micro-batch, on every rank: the same verdict
+                        monitor.check()
                         batch = _to_device(batch, device)
                         sync = contextlib.nullcontext() if micro == accum - 1 else _no_sync(model)
                         with sync:
@@ -337,7 +340,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                     bar.set_postfix(meter.postfix(step, plan.total_steps, loss=stats["loss"], lr=lr))
 
                     if step % cfg.run.log_every == 0 or step == stop_at:
-                        broken = monitor.sync_and_check(device)
+                        broken = monitor.skipped
                         metrics = {k: v / window_steps for k, v in window.items()}
                         metrics.update(
                             lr=lr,
@@ -356,7 +359,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         bar.close()
         logger.close()
 
-    broken = monitor.sync_and_check(device)
+    broken = monitor.skipped
     if broken:
         _log.warning(
             "%d broken images were skipped and replaced (examples: %s)", broken, monitor.examples[:3]
