@@ -50,9 +50,10 @@ from engine.optim import build_adamw, clip_grad
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config, set_lr
+from engine.skips import SkipBudget
 
 from .config import DetConfig
-from .datasets import BrokenImagesError, CocoInstances, check_same_categories, collate, resolve_split
+from .datasets import CocoInstances, check_same_categories, collate, resolve_split
 from .evaluation import DetectionEvaluator, run_inference
 from .model import ENCODER_PREFIX, build_mask_rcnn, encoder_of
 from .sampler import RepeatFactorSampler, repeat_factors
@@ -232,8 +233,7 @@ def train(cfg: DetConfig) -> dict[str, Any]:
 
     step, start_epoch, start_batch = 0, 0, 0
     best: dict[str, Any] = {"bbox_AP": -1.0, "step": -1}
-    skipped_total = 0
-    seen_images = 0
+    skips = SkipBudget(cfg.data.max_skipped_fraction, min_seen=min(len(train_ds), 1000))
     resume_path = find_resume_checkpoint(cfg.run.resume, out)
     if resume_path is not None:
         state = load_checkpoint(resume_path, allow_pickle=cfg.run.allow_pickle)
@@ -244,7 +244,7 @@ def train(cfg: DetConfig) -> dict[str, Any]:
         step = int(state["step"])
         start_epoch, start_batch = sampler.epoch, sampler.start_index // bpg
         best = dict(state.get("best", best))
-        skipped_total = int(state.get("skipped_images", 0))
+        skips.load_state_dict(state.get("skips", {}))  # skipped and seen, job-wide
         restore_rng_state(state["rng"])
         _log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_path, step, start_epoch, start_batch)
 
@@ -278,7 +278,7 @@ def train(cfg: DetConfig) -> dict[str, Any]:
             "sampler": sampler.state_dict(batch_index, bpg),
             "rng": all_gather_object(capture_rng_state()),
             "best": best,
-            "skipped_images": skipped_total,
+            "skips": skips.state_dict(),
             "config": config_to_dict(cfg),
             "meta": {"arch": cfg.model.arch, "adapter": cfg.model.adapter, "num_classes": train_ds.num_classes,
                      "cat_ids": train_ds.cat_ids, "task": "mask_rcnn"},
@@ -308,14 +308,9 @@ def train(cfg: DetConfig) -> dict[str, Any]:
                 images, targets, skipped = batch["images"], batch["targets"], batch["skipped"]
                 if step >= total_steps:
                     break
-                skipped_total += skipped
-                seen_images += len(images) + skipped
-                if skipped_total > max(10, cfg.data.max_skipped_fraction * seen_images):
-                    raise BrokenImagesError(
-                        f"{skipped_total} of {seen_images} training images could not be read (limit "
-                        f"data.max_skipped_fraction={cfg.data.max_skipped_fraction}); check the files in "
-                        f"{train_ds.files.image_dir} (the log names each one) or raise the limit"
-                    )
+                skips.update(skipped, len(images) + skipped, batch["skipped_files"])
+                skips.sync(info.device)  # every step, on every rank: the same verdict
+                skips.check()
                 lr = set_lr(optimizer, cfg.optim.lr, schedule(step))
                 images = _images_to_device(images, info.device)
                 targets = _to_device(targets, info.device)
@@ -377,14 +372,14 @@ def train(cfg: DetConfig) -> dict[str, Any]:
 
     if last_eval_step != step:  # resumed after the last evaluation, or nothing left to train
         metrics = _evaluate_model(cfg, model, val_ds, info, precision, "final", save_results=True)
-    if skipped_total:
-        _log.warning("%d unreadable training images were skipped (and replaced by the next ones)", skipped_total)
+    if skips.skipped:
+        _log.warning("%d unreadable training images were skipped (and replaced by the next ones)", skips.skipped)
     result: dict[str, Any] = {
         **{k: v for k, v in metrics.items()},
         "best_bbox_AP": best["bbox_AP"],
         "steps": step,
         "epochs": num_epochs,
-        "skipped_images": skipped_total,
+        "skipped_images": skips.skipped,
         "train_seconds": round(train_seconds, 1),
         "output_dir": str(out),
         "last_checkpoint": str(out / "last.pth"),
