@@ -37,7 +37,6 @@ from engine.distributed import (
     DistInfo,
     all_gather_object,
     all_reduce_mean,
-    all_reduce_sum,
     barrier,
     init_distributed,
     seed_everything,
@@ -50,10 +49,11 @@ from engine.optim import build_adamw, clip_grad
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config, set_lr
+from engine.skips import SkipBudget
 from ssl_backbones.checkpoint import load_encoder_weights
 
 from .config import SegConfig
-from .data import BrokenFilesError, SegDataset, collate_train, read_class_names, single_thread_cv2
+from .data import SegDataset, collate_train, read_class_names, single_thread_cv2
 from .evaluation import evaluate
 from .model import UperNet, build_upernet
 from .transforms import EvalTransform, TrainTransform
@@ -245,6 +245,7 @@ def train(cfg: SegConfig) -> dict:
 
     ckpt = CheckpointManager(run_dir, keep_last=cfg.run.keep_last)
     step, best = 0, {"mIoU": float("-inf"), "step": -1}
+    skips = SkipBudget(cfg.data.max_skipped_fraction, min_seen=min(len(train_ds), 200))
     resume_path = find_resume_checkpoint(cfg.run.resume, run_dir)
     if resume_path is not None:
         state = load_checkpoint(resume_path, allow_pickle=cfg.run.allow_pickle)
@@ -253,6 +254,7 @@ def train(cfg: SegConfig) -> dict:
         scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
         best = dict(state.get("best", best))
+        skips.load_state_dict(state.get("skips", {}))
         sampler.load_state_dict(state["sampler"])  # refuses another seed / dataset / world size
         restore_rng_state(state["rng"])
         _log.info("resumed from %s at iteration %d", resume_path, step)
@@ -261,15 +263,13 @@ def train(cfg: SegConfig) -> dict:
     logger = MetricLogger(run_dir)
     meter = ThroughputMeter()
     bar = progress(total=total, desc="seg train", initial=step)
-    skipped = torch.zeros(2, dtype=torch.long)  # unreadable reads, total reads (this process)
-    min_reads_for_check = min(len(train_ds), 200) // info.world_size
     last_metrics: dict = {}
 
     def state_now() -> dict:
         e, b = divmod(step, steps_per_epoch)
         sampler.set_epoch(e)
         sampler_state = sampler.state_dict(b, per_rank_batch)
-        return _state(model, optimizer, scaler, step, e, sampler_state, cfg, best)
+        return {**_state(model, optimizer, scaler, step, e, sampler_state, cfg, best), "skips": skips.state_dict()}
 
     def run_eval() -> dict:
         nonlocal best
@@ -297,6 +297,9 @@ def train(cfg: SegConfig) -> dict:
                 generator=sampler.loader_generator, worker_init_fn=single_thread_cv2,
             )
             for batch in loader:
+                skips.update(batch["skipped"], per_rank_batch + batch["skipped"], batch["skipped_files"])
+                skips.sync(device)  # every step, on every rank: the same verdict
+                skips.check()
                 lr = set_lr(optimizer, cfg.optim.lr, schedule(step))
                 images = batch["image"].to(device, non_blocking=True)
                 labels = batch["label"].to(device, non_blocking=True)
@@ -317,7 +320,6 @@ def train(cfg: SegConfig) -> dict:
                 scaler.update()
                 step += 1
 
-                skipped += torch.tensor([batch["skipped"], per_rank_batch])
                 meter.update(per_rank_batch * info.world_size)
                 logger.log(step, {**{f"train/{k}": v for k, v in values.items()}, "train/lr": lr})
                 bar.update(1)
@@ -327,7 +329,6 @@ def train(cfg: SegConfig) -> dict:
                         "iteration %d/%d  loss %.4f  lr %.3e  %.1f img/s  eta %s", step, total, values["loss"], lr,
                         meter.images_per_sec, format_seconds(meter.eta_seconds(step, total)),
                     )
-                    _check_skipped(skipped, min_reads_for_check, cfg.data.max_skipped_fraction, train_ds.root)
                 if step % cfg.run.ckpt_every_steps == 0 and step < total:
                     ckpt.save(state_now(), step)
                 if cfg.eval.every and step % cfg.eval.every == 0 and step < total:
@@ -339,7 +340,6 @@ def train(cfg: SegConfig) -> dict:
     final_path = ckpt.save(state_now(), step)
     logger.close()
     barrier()
-    skipped_total = all_reduce_sum(skipped)
     result = {
         "mIoU": last_metrics["mIoU"],
         "mAcc": last_metrics["mAcc"],
@@ -352,7 +352,7 @@ def train(cfg: SegConfig) -> dict:
         "checkpoint": str(final_path or run_dir / "last.pth"),
         "best_checkpoint": str(run_dir / "best.pth"),
         "run_dir": str(run_dir),
-        "skipped_train_reads": int(skipped_total[0]),
+        "skipped_train_reads": skips.skipped,
         "skipped_val_images": last_metrics["skipped_images"],
         "wall_time_s": time.perf_counter() - start_time,
     }
@@ -361,13 +361,3 @@ def train(cfg: SegConfig) -> dict:
         _log.info("done: mIoU %.2f (best %.2f at iteration %d), %s", result["mIoU"], best["mIoU"], best["step"],
                   format_seconds(result["wall_time_s"]))
     return result
-
-
-def _check_skipped(skipped: torch.Tensor, min_reads: int, max_fraction: float, root: Path) -> None:
-    bad, reads = int(skipped[0]), int(skipped[1])
-    if reads >= max(min_reads, 1) and bad > max_fraction * (bad + reads):
-        raise BrokenFilesError(
-            f"{bad} of {bad + reads} training reads hit unreadable files under {root} (more than "
-            f"data.max_skipped_fraction={max_fraction}); repair or remove the broken files (see the warnings "
-            "above for their names) or raise data.max_skipped_fraction"
-        )
