@@ -4,7 +4,6 @@ issue 11 case 9)."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ def _ann(ann_id: int, segmentation, bbox=(2, 2, 18, 18)) -> dict:
             "segmentation": segmentation, "area": 100.0}
 
 
-def test_degenerate_polygons_and_boxes_are_dropped_with_their_ids(tmp_path: Path, caplog) -> None:
+def test_degenerate_polygons_and_boxes_are_dropped_with_their_ids(tmp_path: Path, ssl_log) -> None:
     anns = [
         _ann(11, [[5.0, 5.0, 9.0, 9.0]]),  # 2 points
         _ann(12, [[5.0, 5.0]]),  # 1 point
@@ -46,12 +45,11 @@ def test_degenerate_polygons_and_boxes_are_dropped_with_their_ids(tmp_path: Path
         _ann(15, [SQUARE]),
     ]
     path = _write(tmp_path, anns)
-    with caplog.at_level(logging.WARNING, logger="target_ssl"):
-        data = load_coco_json(path)
+    data = load_coco_json(path)
     assert [a["id"] for a in data["annotations"]] == [14, 15]
     assert data["annotations"][0]["segmentation"] == [SQUARE]
-    assert "dropped 2 annotation(s) with no polygon of >= 3 points, e.g. ids 11, 12" in caplog.text
-    assert "dropped 1 annotation(s) with a box of width or height <= 0, e.g. ids 13" in caplog.text
+    assert "dropped 2 annotation(s) with no polygon of >= 3 points, e.g. ids 11, 12" in ssl_log.text
+    assert "dropped 1 annotation(s) with a box of width or height <= 0, e.g. ids 13" in ssl_log.text
     assert len(load_coco_json(path, drop=False)["annotations"]) == 5
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,9 @@ def test_resume_step_truncates_metrics_and_tensorboard(tmp_path: Path) -> None:
             logger.log(step, {"loss": step / 100})
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 60, "lo')  # torn line of a kill mid-write
+    # A resumed run is a later process: its event file's name (unix seconds first) sorts after the
+    # killed run's, which is what TensorBoard's purge relies on.
+    time.sleep(1.1)
     with MetricLogger(tmp_path, enabled=True, resume_step=30) as logger:
         for step in (40, 50):
             logger.log(step, {"loss": step / 1000})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -43,15 +42,14 @@ def test_reused_dir_is_refused_naming_both_ways(tmp_path: Path) -> None:
         prepare_run_dir(tmp_path, "auto", True, CFG)
 
 
-def test_overwrite_deletes_the_run_and_says_so(tmp_path: Path, caplog) -> None:
+def test_overwrite_deletes_the_run_and_says_so(tmp_path: Path, ssl_log) -> None:
     _old_run(tmp_path)
     (tmp_path / "my_notes.txt").write_text("keep me")
-    with caplog.at_level(logging.WARNING, logger="target_ssl"):
-        assert prepare_run_dir(tmp_path, None, True, CFG) is None
+    assert prepare_run_dir(tmp_path, None, True, CFG) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my_notes.txt"]
     for name in ("checkpoint_00000005.pth", "last.pth", "metrics.jsonl", "config.json", "tb"):
-        assert f"deleting {tmp_path / name}" in caplog.text
-    assert "my_notes.txt" in caplog.text  # what was left is listed
+        assert f"deleting {tmp_path / name}" in ssl_log.text
+    assert "my_notes.txt" in ssl_log.text  # what was left is listed
 
 
 def test_resume_auto_accepts_run_length_and_output_changes(tmp_path: Path) -> None:
