@@ -11,12 +11,19 @@ Everything is stored as tensors and plain Python containers so that it loads wit
 Writes are atomic: the bytes go to a temporary file in the destination directory, are flushed and
 fsync'ed, and the file is then renamed over the final name (``os.replace`` is atomic on POSIX and
 Windows). A crash mid-save therefore leaves the previous checkpoint untouched and never a
-truncated file under a checkpoint name.
+truncated file under a checkpoint name; the temporary file it leaves (``.<name>.*.tmp``) is removed
+when a :class:`CheckpointManager` next opens the directory.
+
+Faults are reported as :class:`CheckpointError` (a ``ConfigError``, so the tools print the message):
+a missing ``--resume`` file, a truncated or corrupt one, bytes that are not a torch checkpoint at
+all. ``--resume auto`` skips a damaged newest checkpoint with a warning and resumes from the newest
+intact one (see :func:`checkpoint_problem` for what "intact" checks).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import random
@@ -24,6 +31,7 @@ import re
 import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +39,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from engine.config import ConfigError
 from engine.distributed import get_rank
 
 __all__ = [
@@ -42,9 +51,17 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
     "LegacyPickleError",
+    "CheckpointError",
+    "checkpoint_problem",
 ]
 
 _CKPT_RE = re.compile(r"^checkpoint_(\d+)\.pth$")
+_TMP_RE = re.compile(r"^\..+\.tmp$")  # what atomic_save / _link_or_copy leave when killed mid-write
+_log = logging.getLogger("target_ssl")
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint is missing, truncated, corrupt or not a torch checkpoint; names file and fix."""
 
 
 class LegacyPickleError(pickle.UnpicklingError):
@@ -117,6 +134,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     _fsync_dir(dst.parent)
 
 
+def _numbered_checkpoints(run_dir: Path) -> list[Path]:
+    """``checkpoint_{step}.pth`` files of ``run_dir``, oldest (lowest step) first."""
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
 class CheckpointManager:
     """Numbered checkpoints in ``run_dir`` with rotation and a ``last.pth`` pointer.
 
@@ -132,16 +157,26 @@ class CheckpointManager:
     def __init__(self, run_dir: str | os.PathLike, keep_last: int | None = 2) -> None:
         self.run_dir = Path(run_dir)
         self.keep_last = keep_last
+        if get_rank() == 0:
+            self.remove_stale_temp_files()
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete the ``.<name>.*.tmp`` files that saves killed mid-write left (rank 0 calls this
+        on opening, before it writes anything). Returns the removed paths."""
+        if not self.run_dir.is_dir():
+            return []
+        stale = sorted(p for p in self.run_dir.iterdir() if _TMP_RE.match(p.name) and p.is_file())
+        for p in stale:
+            _log.warning("removing %s, left by a save that was killed (%d bytes)", p, p.stat().st_size)
+            p.unlink(missing_ok=True)
+        return stale
 
     def path_for(self, step: int) -> Path:
         return self.run_dir / f"checkpoint_{int(step):08d}.pth"
 
     def checkpoints(self) -> list[Path]:
         """Numbered checkpoints, oldest first."""
-        if not self.run_dir.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.run_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
-        return [p for _, p in sorted(found)]
+        return _numbered_checkpoints(self.run_dir)
 
     def save(self, state: dict, step: int) -> Path | None:
         """Write ``state`` as the checkpoint of ``step``, update ``last.pth``, prune old ones."""
@@ -171,17 +206,90 @@ class CheckpointManager:
         return last if last.is_file() else None
 
 
-def find_resume_checkpoint(resume: str | os.PathLike | None, run_dir: str | os.PathLike) -> Path | None:
-    """Resolve a ``--resume`` value: None -> None; ``"auto"`` -> newest checkpoint in ``run_dir``
-    (None if there is none yet, i.e. a fresh run); anything else must be an existing file."""
+_PICKLE_PROTOCOLS = (2, 3, 4, 5)  # torch's legacy (non-zip) format starts with a pickle of these
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with ``path`` as a torch checkpoint, read cheaply; None when it looks intact.
+
+    Checks the file exists, and for torch's zip format (every ``torch.save`` since 1.6) that the
+    archive's central directory is there (a truncated file loses it) and that the pickle record
+    ``*/data.pkl`` passes its CRC. Tensor payloads are not read: a file damaged inside a tensor
+    only fails at load time, in :func:`load_checkpoint`, with a :class:`CheckpointError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return "does not exist"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if _looks_like_pickle(head):
+        return None  # legacy non-zip torch.save / plain pickle: load_checkpoint decides
+    if head != b"PK\x03\x04":
+        return "is not a torch checkpoint (neither a torch zip archive nor a pickle): corrupt or another format"
+    try:
+        with zipfile.ZipFile(path) as z:
+            records = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if not records:
+                return "is a zip archive but not a torch checkpoint (no data.pkl)"
+            with z.open(records[0]) as rec:
+                while rec.read(1 << 20):  # reading to the end checks the CRC
+                    pass
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"is truncated or corrupt ({e}): an interrupted write or copy"
+    return None
+
+
+def _intact_candidates(run_dir: Path, extra_names: tuple[str, ...]) -> list[Path]:
+    """Resume candidates newest first: numbered checkpoints by step, ``last.pth``, then any of
+    ``extra_names`` (e.g. ``interrupted.pth``) that is newer than the newest numbered one."""
+    numbered = _numbered_checkpoints(run_dir)[::-1]
+    newest = numbered[0].stat().st_mtime if numbered else float("-inf")
+    extra = [run_dir / n for n in extra_names if (run_dir / n).is_file()]
+    extra = sorted((p for p in extra if p.stat().st_mtime > newest), key=lambda p: -p.stat().st_mtime)
+    last = [run_dir / "last.pth"] if (run_dir / "last.pth").is_file() else []
+    return extra + numbered + last
+
+
+def find_resume_checkpoint(
+    resume: str | os.PathLike | None,
+    run_dir: str | os.PathLike,
+    extra_names: tuple[str, ...] = ("interrupted.pth",),
+) -> Path | None:
+    """Resolve a ``--resume`` value: None -> None; ``"auto"`` -> the newest intact checkpoint in
+    ``run_dir`` (None when there is none yet, i.e. a fresh run), skipping damaged newer ones with a
+    warning; anything else must be an intact checkpoint file.
+
+    Raises:
+        CheckpointError: the given file is missing or damaged, or every checkpoint in ``run_dir`` is.
+    """
     if resume is None or str(resume) == "":
         return None
+    run_dir = Path(run_dir)
     if str(resume) == "auto":
-        return CheckpointManager(run_dir).latest()
+        candidates = _intact_candidates(run_dir, extra_names)
+        for path in candidates:
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            _log.warning("not resuming from %s: it %s; trying the previous checkpoint", path, problem)
+        if candidates:
+            raise CheckpointError(
+                f"every checkpoint in {run_dir} is damaged ({', '.join(p.name for p in candidates)}); "
+                "start over with --overwrite, or pass an intact file with --resume PATH"
+            )
+        return None
     path = Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"resume checkpoint {str(path)!r} does not exist; pass an existing file or 'auto'"
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        nearby = [p.name for p in _intact_candidates(path.parent, extra_names)] if path.parent.is_dir() else []
+        hint = f" ({path.parent} holds {', '.join(nearby)})" if nearby else ""
+        raise CheckpointError(
+            f"resume checkpoint {str(path)!r} {problem}; pass an intact checkpoint file{hint}, or "
+            "--resume auto to take the newest intact one in the output directory"
         )
     return path
 
@@ -198,13 +306,14 @@ def load_checkpoint(
         map_location: where tensors are loaded (default CPU; move them afterwards).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        LegacyPickleError: the file holds non-tensor Python objects and ``allow_pickle`` is False.
-        RuntimeError: the file is not a readable torch checkpoint (e.g. truncated).
+        CheckpointError: ``path`` is missing, truncated, corrupt or not a torch checkpoint.
+        LegacyPickleError: a real torch / pickle file holds Python objects that the safe loader
+            refuses, and ``allow_pickle`` is False.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {str(path)!r} {problem}; {_EARLIER}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -216,15 +325,25 @@ def load_checkpoint(
                 "only if you trust where the file came from."
             ) from e
         warnings.warn(f"loading {path} with full unpickling (allow_pickle=True)", stacklevel=2)
-        obj = torch.load(path, map_location=map_location, weights_only=False)
-    except RuntimeError as e:
-        raise RuntimeError(
-            f"cannot read checkpoint {str(path)!r} ({e}); the file is corrupt or not a torch "
-            "checkpoint; resume from an earlier checkpoint_*.pth in the same directory"
+        obj = _full_unpickle(path, map_location)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+            f"the file is corrupt or not a torch checkpoint; {_EARLIER}"
         ) from e
     if not isinstance(obj, dict):
-        raise RuntimeError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, expected a dict")
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, expected a dict")
     return obj
+
+
+_EARLIER = "resume from an earlier checkpoint_*.pth in the same directory (--resume auto skips damaged ones)"
+
+
+def _full_unpickle(path: Path, map_location: str | torch.device) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any failure of an opted-in legacy load is a bad file
+        raise CheckpointError(f"cannot unpickle checkpoint {str(path)!r} ({type(e).__name__}: {e})") from e
 
 
 def capture_rng_state() -> dict:

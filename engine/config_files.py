@@ -34,9 +34,11 @@ __all__ = ["load_config"]
 
 def _available_configs(search_dirs: Sequence[str | os.PathLike]) -> list[str]:
     names = []
+    seen = set()
     for d in search_dirs:
         d = Path(d)
-        if d.is_dir():
+        if d.is_dir() and d.resolve() not in seen:  # a folder given twice is listed once
+            seen.add(d.resolve())
             names += [f"{d}/{p.name}" for p in sorted(d.glob("*.py")) if not p.name.startswith("_")]
     return names
 
@@ -47,6 +49,11 @@ def _find_config(name_or_path: str | os.PathLike, search_dirs: Sequence[str | os
     candidates = [Path(n) for n in names]
     for d in search_dirs:
         candidates += [Path(d) / n for n in names]
+    # One entry per file: a search dir given twice (relative and absolute) is looked in once.
+    unique: dict[str, Path] = {}
+    for c in candidates:
+        unique.setdefault(os.path.abspath(c), c)
+    candidates = list(unique.values())
     for c in candidates:
         if c.is_file():
             return c

@@ -1,4 +1,15 @@
-"""Stop cleanly, with a checkpoint and advice, when the loss stops being finite or on Ctrl-C."""
+"""Stop cleanly, with a checkpoint and advice: when the loss stops being finite, on Ctrl-C, and
+when the scheduler asks (SIGTERM / SIGUSR1, what SLURM sends before preemption or the time limit).
+
+Signals, at a step boundary::
+
+    with stop_on_signals() as stop:                     # the handler only sets a flag
+        for batch in loader:
+            ...one optimizer step...
+            if should_stop(stop, device):               # same verdict on every rank (all-reduce MAX)
+                ckpt.save(state(), step)
+                sys.exit(REQUEUE_EXIT_CODE)             # the job script requeues; --resume auto continues
+"""
 
 from __future__ import annotations
 
@@ -8,16 +19,31 @@ import math
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from types import FrameType
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
-__all__ = ["NonFiniteLossError", "check_finite", "save_on_interrupt", "stop_on_signals", "StopRequest", "REQUEUE_EXIT_CODE"]
+__all__ = [
+    "NonFiniteLossError",
+    "check_finite",
+    "save_on_interrupt",
+    "REQUEUE_EXIT_CODE",
+    "STOP_SIGNALS",
+    "StopRequest",
+    "stop_on_signals",
+    "should_stop",
+]
 
-# Exit status of a run stopped by a signal after a resumable checkpoint: a SLURM script can test it
-# and requeue the job (``[ $? -eq 3 ] && scontrol requeue $SLURM_JOB_ID``), which then continues
-# with ``--resume auto``.
-REQUEUE_EXIT_CODE = 3
+# Exit status of a run stopped by a signal after writing its checkpoint: 75 is EX_TEMPFAIL of
+# sysexits.h ("temporary failure, try again"). A SLURM job script requeues on it, e.g.
+#   python tools/train_seg.py ... --resume auto; [ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"
+# (or the cluster lists it in slurm.conf's RequeueExit=75). Other exits are real failures.
+REQUEUE_EXIT_CODE = 75
+# SIGTERM: sent at preemption / scancel / the time limit; SIGUSR1: what `sbatch --signal=USR1@120`
+# sends some minutes before the limit.
+STOP_SIGNALS: tuple[int, ...] = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
 
 _log = logging.getLogger("target_ssl")
 
@@ -93,42 +119,65 @@ def save_on_interrupt(save: Callable[[], Any]) -> Iterator[None]:
 
 
 class StopRequest:
-    """A flag set by a signal handler; read at step boundaries (never a collective in the handler)."""
+    """A flag set by a signal handler; read it (``bool(stop)``) at a step boundary.
+
+    Attributes:
+        signum: the signal that arrived (the first one), or None.
+    """
 
     def __init__(self) -> None:
-        self.reason: str | None = None
+        self.signum: int | None = None
 
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.reason = signal.Signals(signum).name
-        _log.warning("%s received: saving a checkpoint at the end of this step, then stopping", self.reason)
+    def set(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = int(signum)
 
-    def should_stop(self, device: torch.device | str = "cpu") -> bool:
-        """Same answer on every rank: true if any rank got a signal (one small all-reduce)."""
-        flag = torch.tensor([1.0 if self.reason else 0.0], device=device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if flag.item() and self.reason is None:
-            self.reason = "a signal on another process"
-        return bool(flag.item())
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
 
 
 @contextlib.contextmanager
-def stop_on_signals(signals: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGUSR1")) -> Iterator[StopRequest]:
-    """Turn SIGINT / SIGTERM / SIGUSR1 into a :class:`StopRequest` inside the block; the old handlers
-    come back on exit. Off the main thread (where handlers cannot be set) the request never fires."""
-    request = StopRequest()
+def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopRequest]:
+    """Inside the block, ``signals`` only set the yielded :class:`StopRequest` (no I/O, no
+    collectives in the handler: a rank that alone got the signal must not block in an all-reduce
+    the others never join). The previous handlers come back on exit.
+
+    Outside the main thread (where Python cannot install handlers) the request is never set.
+    """
+    stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield request
+        _log.warning("stop_on_signals: not the main thread, signals are not intercepted")
+        yield stop
         return
-    old = {}
-    for name in signals:
-        if hasattr(signal, name):
-            sig = getattr(signal, name)
-            old[sig] = signal.signal(sig, request._handler)
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if signum == getattr(signal, "SIGINT", None) and stop:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
+        stop.set(signum)
+
+    previous = {s: signal.getsignal(s) for s in signals}
+    for s in signals:
+        signal.signal(s, handler)
     try:
-        yield request
+        yield stop
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        for s, old in previous.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
+        if stop:
+            _log.warning("received %s: stopping at a step boundary", stop.name)
+
+
+def should_stop(flag: StopRequest | bool, device: torch.device | str = "cpu") -> bool:
+    """``bool(flag)`` of any rank, on every rank: a MAX all-reduce under DDP (call it on every rank
+    at the same step; ``device`` must suit the backend, the GPU under NCCL), so all ranks stop
+    at the same step even when only some got the signal."""
+    local = bool(flag)
+    if not (dist.is_available() and dist.is_initialized()):
+        return local
+    t = torch.tensor([1 if local else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -21,10 +21,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from engine.checkpoint import atomic_write
 from engine.distributed import get_rank, is_main_process
 
-__all__ = ["MetricLogger", "progress", "ThroughputMeter", "setup_logging", "format_seconds", "LOGGER_NAME"]
+__all__ = ["MetricLogger", "truncate_metrics", "progress", "ThroughputMeter", "setup_logging", "format_seconds", "LOGGER_NAME"]
 
 LOGGER_NAME = "target_ssl"
 
@@ -44,19 +43,6 @@ def _to_float(v: Any) -> float | None:
         return None
 
 
-def _truncate_after(path: Path, step: int) -> None:
-    """Keep the records of ``path`` up to ``step`` (atomic rewrite; unreadable lines are dropped)."""
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if int(json.loads(line)["step"]) <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue
-    data = "".join(k + "\n" for k in kept).encode("utf-8")
-    atomic_write(path, lambda f: f.write(data))
-
-
 class MetricLogger:
     """Append scalar metrics to ``run_dir/metrics.jsonl`` and TensorBoard (``run_dir/tb``).
 
@@ -68,16 +54,14 @@ class MetricLogger:
         run_dir: output directory (created).
         enabled: default ``is_main_process()``; when False every method is a no-op.
         tensorboard: also write TensorBoard event files.
-        resume_step: a resumed run's step: records after it (logged by the interrupted run after
-            its last checkpoint) are dropped from the json log and TensorBoard, so no step is
-            logged twice.
+        resume_step: the step a resumed run continues from: records with a larger step (logged
+            after the checkpoint by the run that was killed, and about to be logged again) are
+            dropped from ``metrics.jsonl`` (atomic rewrite) and purged from TensorBoard, so the
+            log holds each step once. None (a fresh run) keeps the file as it is.
     """
 
     def __init__(
-        self,
-        run_dir: str | os.PathLike,
-        enabled: bool | None = None,
-        tensorboard: bool = True,
+        self, run_dir: str | os.PathLike, enabled: bool | None = None, tensorboard: bool = True,
         resume_step: int | None = None,
     ) -> None:
         self.enabled = is_main_process() if enabled is None else enabled
@@ -87,14 +71,13 @@ class MetricLogger:
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / "metrics.jsonl"
-        if resume_step is not None and path.is_file():
-            _truncate_after(path, resume_step)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        if resume_step is not None:
+            truncate_metrics(self.run_dir / "metrics.jsonl", resume_step)
+        self._file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import; only when used
 
-            purge = None if resume_step is None else resume_step + 1
+            purge = None if resume_step is None else int(resume_step) + 1  # drops events >= purge
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
@@ -126,6 +109,30 @@ class MetricLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def truncate_metrics(path: str | os.PathLike, max_step: int) -> int:
+    """Keep only the records of ``path`` (a metrics.jsonl) with ``step <= max_step``, rewriting it
+    atomically (temp file + rename); a torn last line from a killed run is dropped too. Returns
+    the number of records removed (0 and nothing written when there is nothing to remove)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, removed = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            keep = int(json.loads(line)["step"]) <= max_step
+        except (ValueError, KeyError, TypeError):  # torn or foreign line
+            keep = False
+        if keep:
+            kept.append(line + "\n")
+        else:
+            removed += 1
+    if removed:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return removed
 
 
 def progress(

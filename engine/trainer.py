@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,11 +43,11 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from engine.checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
-from engine.config import ConfigError, config_to_dict, save_config
+from engine.config import config_to_dict, save_config
 from engine.distributed import (
     DistInfo,
     all_gather_object,
-    all_reduce_sum,
+    all_reduce_mean,
     barrier,
     broadcast_buffers,
     init_distributed,
@@ -54,11 +55,11 @@ from engine.distributed import (
     unwrap_model,
     wrap_ddp,
 )
-from engine.guards import REQUEUE_EXIT_CODE, check_finite, stop_on_signals
+from engine.guards import REQUEUE_EXIT_CODE, STOP_SIGNALS, check_finite, should_stop, stop_on_signals
 from engine.logging import MetricLogger, ThroughputMeter, format_seconds, progress, setup_logging
 from engine.optim import clip_grad
 from engine.precision import autocast, make_grad_scaler, resolve_precision
-from engine.run_dir import prepare_run_dir
+from engine.run_dir import RESUME_IGNORED_KEYS, prepare_run_dir
 from engine.sampler import ResumableSampler
 from engine.schedules import LRSchedule, set_lr
 from engine.skips import SkipBudget
@@ -221,20 +222,22 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         self.last_eval_step = -1
         self.checkpoint_path: Path | None = None
+        self.requested = config_to_dict(config)  # what a resume is compared with
+        self.last_loss = math.nan
 
     # ---------------------------------------------------------------- set-up and resume
     def _setup(self) -> None:
         ctx = open_run(self.run, create=False)
         self.ctx = ctx
         seed_everything(self.run.seed, ctx.info.rank)
-        # Checks the folder before anything is built or written (see engine.run_dir).
-        ctx.resume_path = prepare_run_dir(ctx.run_dir, self.run.resume, getattr(self.run, "overwrite", False))
+        # The folder policy and the resume config check, before anything is built or written.
+        ignore = (*RESUME_IGNORED_KEYS, "data.num_workers", *self.task.run_length_keys)
+        ctx.resume_path = prepare_run_dir(ctx.run_dir, self.run.resume, self.run.overwrite, self.requested,
+                                          ignore=ignore, allow_pickle=self.run.allow_pickle)
         if ctx.resume_path is not None:
             ctx.resume_state = load_checkpoint(ctx.resume_path, allow_pickle=self.run.allow_pickle)
-        self.s = s = self.task.build(ctx)
+        self.s = s = self.task.build(ctx)  # checks the data
         self.config = s.config
-        if ctx.resume_state is not None:
-            self._check_resumed_config(ctx.resume_state.get("config"))
         setup_logging(ctx.run_dir)  # the inputs are checked: now the folder may be written
         save_config(self.config, ctx.run_dir)
         self.scaler = make_grad_scaler(ctx.precision, ctx.device)
@@ -246,21 +249,9 @@ class Trainer:
         ctx.resume_state = None  # free the memory; tasks read it in build()
         self.model = wrap_ddp(s.model, ctx.info, **s.ddp_kwargs)
         self.params = [p for p in s.model.parameters() if p.requires_grad]
-        self.logger = MetricLogger(ctx.run_dir, resume_step=self.step if ctx.resume_path else None)
-
-    def _check_resumed_config(self, saved: dict | None) -> None:
-        from engine.run_dir import config_differences  # noqa: PLC0415 (keeps the import list short)
-
-        if saved is None:
-            return
-        ignore = ("run.output_dir", "run.resume", "run.overwrite", "run.num_workers", *self.task.run_length_keys)
-        diff = config_differences(saved, config_to_dict(self.config), ignore=ignore)
-        if diff:
-            raise ConfigError(
-                f"{self.ctx.resume_path} was written by a run with another config ({'; '.join(diff[:8])}); "
-                "resume with the same settings (its config.py is in the run folder), or start a new run "
-                "in another --output-dir (or --overwrite this one)"
-            )
+        # A resumed run drops what its predecessor logged after the checkpoint (all of it when it
+        # died before its first one).
+        self.logger = MetricLogger(ctx.run_dir, resume_step=self.step if self.run.resume else None)
 
     def _restore(self, state: dict) -> None:
         s = self.s
@@ -293,6 +284,7 @@ class Trainer:
             "best": self.best,
             "task": self.task.state_dict(),
             "config": config_to_dict(self.config),
+            "requested_config": self.requested,
             "meta": self.task.meta(),
         }
 
@@ -313,7 +305,7 @@ class Trainer:
         self.window_steps = 0
         self.model.train()
         try:
-            with stop_on_signals() as stop:
+            with stop_on_signals((signal.SIGINT, *STOP_SIGNALS)) as stop:
                 while self.step < self.stop_at:
                     self._run_epoch(stop)
             if self.step >= s.total_steps and self.last_eval_step != self.step:
@@ -382,35 +374,36 @@ class Trainer:
         for k, v in {**means, "grad_norm": grad_norm}.items():
             self.window[k] = self.window.get(k, 0.0) + v
         self.window_steps += 1
-        self.lr = lr
+        self.lr, self.last_loss = lr, means["loss"]
         self.bar.update(1)
         self.bar.set_postfix(self.meter.postfix(self.step, s.total_steps, loss=means["loss"], lr=lr))
 
     def _reduce(self, losses: dict[str, torch.Tensor], batch: dict) -> dict[str, float]:
-        """Means over processes of the logged values plus the job-wide skip counts, in one sync."""
+        """Means over processes of the logged values (one sync); counts the batch's skipped samples."""
         if "loss" not in losses:
             raise KeyError(f"{type(self.task).__name__}.step must return a 'loss' entry, got {sorted(losses)}")
-        skipped = int(batch.get("skipped", 0)) if isinstance(batch, dict) else 0
+        skipped = int(batch.get("skipped", 0))
+        self.skips.update(skipped, self.s.batch_size + skipped, batch.get("skipped_files", []))
         keys = list(losses)
-        local = torch.stack([losses[k].detach().float().reshape(()) for k in keys]).double()
-        counts = torch.tensor([skipped, self.s.batch_size + skipped], dtype=torch.float64)
-        summed = all_reduce_sum(torch.cat([local, counts]).to(self.ctx.device)).tolist()
-        world = self.ctx.info.world_size
-        self.skips.update(int(summed[-2]), int(summed[-1]), batch.get("skipped_files", []))
-        self.skips.check()
-        return {k: v / world for k, v in zip(keys, summed[:-2])}
+        local = torch.stack([losses[k].detach().float().reshape(()) for k in keys])
+        return dict(zip(keys, all_reduce_mean(local).tolist()))
 
     def _after_step(self, stop: Any) -> None:
         step, s = self.step, self.s
+        self.skips.sync(self.ctx.device)  # every step: a broken dataset stops early, on every rank
+        if self.skips.exceeded():
+            self._save()  # the work so far survives; the message says what to fix
+            self.skips.check()
         if step % self.run.log_every == 0 or step == self.stop_at:
             self._log_window()
         evaluated = step < s.total_steps and self.task.evaluate_at(step) and self._evaluate(f"step_{step:08d}")
         if step < self.stop_at and (evaluated or step % self.run.ckpt_every_steps == 0):
             self._save()
-        if step < self.stop_at and stop.should_stop(self.ctx.device):
+        if step < self.stop_at and should_stop(stop, self.ctx.device):
             path = self._save()
             raise RunInterrupted(
-                f"stopped at step {step} of {s.total_steps} on {stop.reason}; checkpoint {path}; continue with "
+                f"stopped at step {step} of {s.total_steps} on {stop.name or 'a signal to another process'}; "
+                f"checkpoint {path}; continue with "
                 f"--resume auto (exit code {REQUEUE_EXIT_CODE} asks a scheduler to requeue)",
                 path,
             )
@@ -488,6 +481,7 @@ class Trainer:
             checkpoint=str(self.checkpoint_path),
             best_checkpoint=str(best_path) if key and self.best["step"] >= 0 else None,
             skipped_images=self.skips.skipped,
+            final_loss=self.last_loss,
             wall_time_s=round(seconds, 1),
         )
         result.update(extra)

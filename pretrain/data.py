@@ -17,9 +17,11 @@ Determinism: the augmentation and the mask of sample i in epoch e depend only on
 `__getitem__` seeds its own numpy generator and a forked torch RNG from them. So a resumed run sees
 exactly the same batches as an uninterrupted one, whatever the number of workers.
 
-Broken images (unreadable, truncated) are never fatal one by one: the sample is replaced by another
-image drawn from the same seeded generator and the failure is counted in the batch (`"broken"`,
-`"broken_files"`); `BrokenImageMonitor` stops the run when their fraction gets too high.
+Images are decoded by `engine.images.read_rgb` (16-bit, gray, palette, CMYK... -> RGB uint8). Broken
+images (unreadable, truncated) are never fatal one by one: the sample is replaced by another image
+drawn from the same seeded generator and the failure is counted in the batch (`"skipped"`,
+`"skipped_files"`, the keys every loader's batches share); `engine.skips.SkipBudget` stops the run
+when their fraction gets too high.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-from engine.distributed import all_gather_object, all_reduce_sum
+from engine.images import UnreadableImageError, read_rgb
 
 __all__ = [
     "DATASETS",
@@ -43,7 +45,6 @@ __all__ = [
     "IMAGENET_STD",
     "IMG_EXTENSIONS",
     "AUGMENTATIONS",
-    "BrokenImageMonitor",
     "BrokenImagesError",
     "DatasetLayoutError",
     "UnlabeledImages",
@@ -228,8 +229,7 @@ def build_transform(preset: str, img_size: int) -> v2.Compose:
 
 
 def _decode(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")  # forces the full decode, so truncation surfaces here
+    return Image.fromarray(read_rgb(path))  # the transforms run on PIL images
 
 
 class UnlabeledImages(Dataset):
@@ -243,7 +243,7 @@ class UnlabeledImages(Dataset):
         seed: base seed; sample i of epoch e uses seeds derived from (seed, e, i) only.
         max_retries: replacement images tried when an image is broken before giving up.
 
-    Item: `{"images": (3, H, W), **mask tensors, "broken": int, "broken_files": list[str]}`.
+    Item: `{"images": (3, H, W), **mask tensors, "skipped": int, "skipped_files": list[str]}`.
     """
 
     def __init__(
@@ -280,8 +280,8 @@ class UnlabeledImages(Dataset):
             try:
                 image = _decode(path)
                 break
-            except Exception as e:  # any decode failure: count it, use another image
-                broken.append(f"{path} ({type(e).__name__}: {e})")
+            except UnreadableImageError as e:  # count it, use another image
+                broken.append(f"{path} ({e.reason})")
                 path = self.files[int(rng.integers(len(self.files)))]
         else:
             raise BrokenImagesError(
@@ -296,84 +296,23 @@ class UnlabeledImages(Dataset):
             sample = {"images": self.transform(image)}
         if self.masking is not None:
             sample.update(self.masking(rng))
-        sample["broken"] = len(broken)
-        sample["broken_files"] = broken
+        sample["skipped"] = len(broken)
+        sample["skipped_files"] = broken
         return sample
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack tensors; sum the broken-image counts; concatenate the broken-file descriptions."""
+    """Stack tensors; sum the skipped-image counts; concatenate the skipped-file descriptions.
+
+    Returns `{"images": (B, 3, H, W), **mask tensors (B, ...), "skipped": int, "skipped_files": list[str]}`.
+    """
     out: dict = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        if key == "broken":
+        if key == "skipped":
             out[key] = int(sum(values))
-        elif key == "broken_files":
+        elif key == "skipped_files":
             out[key] = [f for v in values for f in v]
         else:
             out[key] = torch.stack(values)
     return out
-
-
-class BrokenImageMonitor:
-    """Counts broken images over the run; stops it when they exceed a fraction of the attempts.
-
-    Args:
-        max_fraction: stop when broken / attempted exceeds this (e.g. 0.01)...
-        min_attempts: ...once at least this many images have been attempted (job-wide).
-        keep_examples: descriptions kept for the error message.
-    """
-
-    def __init__(self, max_fraction: float = 0.01, min_attempts: int = 1000, keep_examples: int = 5) -> None:
-        self.max_fraction = max_fraction
-        self.min_attempts = min_attempts
-        self.keep_examples = keep_examples
-        self.local_attempted = 0
-        self.local_broken = 0
-        self.examples: list[str] = []
-        self.total_attempted = 0
-        self.total_broken = 0
-
-    def update(self, batch: dict) -> None:
-        """Record one collated batch (its images plus the broken ones replaced)."""
-        n_broken = int(batch.get("broken", 0))
-        self.local_broken += n_broken
-        self.local_attempted += batch["images"].shape[0] + n_broken
-        room = self.keep_examples - len(self.examples)
-        if room > 0:
-            self.examples += batch.get("broken_files", [])[:room]
-
-    def state_dict(self) -> dict:
-        return {
-            "attempted": self.local_attempted,
-            "broken": self.local_broken,
-            "examples": list(self.examples),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.local_attempted = int(state["attempted"])
-        self.local_broken = int(state["broken"])
-        self.examples = list(state.get("examples", []))
-
-    def sync_and_check(self, device: torch.device | str = "cpu") -> int:
-        """Sum the counts over ranks (a collective: call on every rank) and raise if too many broke.
-
-        `device` must suit the process group's backend (the GPU under NCCL). Returns the job-wide
-        number of broken images so far.
-        """
-        counts = torch.tensor([self.local_attempted, self.local_broken], dtype=torch.float64, device=device)
-        totals = all_reduce_sum(counts).cpu()
-        self.total_attempted, self.total_broken = int(totals[0]), int(totals[1])
-        too_many = (
-            self.total_attempted >= self.min_attempts
-            and self.total_broken > self.max_fraction * self.total_attempted
-        )
-        if too_many:
-            examples = [e for rank_examples in all_gather_object(self.examples) for e in rank_examples]
-            raise BrokenImagesError(
-                f"{self.total_broken} of {self.total_attempted} images attempted so far could not be read "
-                f"(more than {self.max_fraction:.1%}). Examples:\n  "
-                + "\n  ".join(examples[: self.keep_examples])
-                + "\nFix or remove these files, or raise data.max_broken_fraction if this is expected."
-            )
-        return self.total_broken

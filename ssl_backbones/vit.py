@@ -25,6 +25,8 @@ import torch.nn as nn
 import torch.utils.checkpoint
 from timm.models.vision_transformer import Block
 
+from engine.errors import ConfigError
+
 from .pos_embed import cached_sincos_2d_pos_embed, resample_pos_embed, sincos_2d_pos_embed
 from .window_attention import RelPosBlock, RelPosKind
 
@@ -289,7 +291,10 @@ def create_vit(arch: str, **overrides) -> VisionTransformer:
     `overrides` go to `VisionTransformer` (e.g. patch_size=14, pos_embed="learned", depth=2 for tests).
     """
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
+        # A ConfigError (a ValueError): the tools print it as a message, not a traceback.
+        raise ConfigError(
+            f"unknown architecture {arch!r} (--arch / model.arch); choose one of {', '.join(ARCHS)}"
+        )
     spec = ARCHS[arch]
     kwargs = dict(embed_dim=spec.embed_dim, depth=spec.depth, num_heads=spec.num_heads, mlp_ratio=spec.mlp_ratio)
     kwargs.update(overrides)

@@ -28,3 +28,15 @@ def demo_ade(_demo_cache: Path) -> Path:
     from demo_data import ensure_demo_ade
 
     return ensure_demo_ade()
+
+
+@pytest.fixture
+def ssl_log(caplog: pytest.LogCaptureFixture):
+    """caplog that also sees the "target_ssl" logger after `setup_logging` stopped it propagating."""
+    import logging
+
+    logger = logging.getLogger("target_ssl")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.WARNING, logger="target_ssl")
+    yield caplog
+    logger.removeHandler(caplog.handler)

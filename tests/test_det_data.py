@@ -98,7 +98,7 @@ def test_loader_workers_do_not_change_the_samples(demo_coco: Path) -> None:
     for workers in (0, 2):
         loader = torch.utils.data.DataLoader(ds, batch_size=3, sampler=list(range(9)), num_workers=workers,
                                              collate_fn=collate)
-        batches.append([(images, targets) for images, targets, _ in loader])
+        batches.append([(b["images"], b["targets"]) for b in loader])
     for (imgs_a, tgts_a), (imgs_b, tgts_b) in zip(*batches):
         for a, b, ta, tb in zip(imgs_a, imgs_b, tgts_a, tgts_b):
             assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["masks"], tb["masks"])
@@ -110,7 +110,8 @@ def test_filter_empty_and_collate(demo_coco: Path) -> None:
     usable = {a["image_id"] for a in data["annotations"] if not a["iscrowd"]}
     ds = CocoInstances(files, train=True, filter_empty=True)
     assert set(ds.ids) == usable
-    images, targets, skipped = collate([ds[0], ds[1]])
+    batch = collate([ds[0], ds[1]])
+    images, targets, skipped = batch["images"], batch["targets"], batch["skipped"]
     assert skipped == 0 and len(images) == len(targets) == 2
     assert type(images[0]) is torch.Tensor and type(targets[0]["boxes"]) is torch.Tensor
     assert "skipped" not in targets[0]
@@ -171,7 +172,9 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
     # A box-only annotation gets its box as the mask.
     assert target["masks"].shape == (1, 32, 40) and int(target["masks"].sum()) == 10 * 12
     val = CocoInstances(resolve_split(cfg, "val"), train=False)
-    images, targets, skipped = collate([val[0], val[1], val[2]])
+    batch = collate([val[0], val[1], val[2]])
+    images, targets, skipped = batch["images"], batch["targets"], batch["skipped"]
+    assert len(batch["skipped_files"]) == 1 and "1.png" in batch["skipped_files"][0]
     assert skipped == 1 and [t["image_id"] for t in targets] == [10, 12] and len(images) == 2
 
 

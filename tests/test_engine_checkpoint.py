@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import engine.checkpoint as ckpt_mod
 from engine.checkpoint import (
+    CheckpointError,
     CheckpointManager,
     LegacyPickleError,
     atomic_save,
@@ -246,9 +247,9 @@ class LegacyObject:
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth"
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(CheckpointError, match="nope.pth"):
         load_checkpoint(missing)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(CheckpointError, match="nope.pth.*does not exist"):
         find_resume_checkpoint(str(missing), tmp_path)
 
 
@@ -268,7 +269,7 @@ def test_truncated_file_gives_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint_00000001.pth"
     torch.save(_state(1.0), path)
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(RuntimeError, match="corrupt"):
+    with pytest.raises(CheckpointError, match="truncated"):
         load_checkpoint(path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,40 @@ def test_setup_logging(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "quiet" not in err and "boom" in err and "rank 0" in err
     assert not (tmp_path / "r1").exists()
     setup_logging(None, enabled=True, level=logging.WARNING)
+
+
+def test_resume_step_truncates_metrics_and_tensorboard(tmp_path: Path) -> None:
+    """Issue 11 case 9: a run killed at step 50 after a checkpoint at 30 logged 40 and 50; the
+    resumed run logs them again. The log must hold each step once."""
+    with MetricLogger(tmp_path, enabled=True) as logger:
+        for step in (10, 20, 30, 40, 50):
+            logger.log(step, {"loss": step / 100})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 60, "lo')  # torn line of a kill mid-write
+    # A resumed run is a later process: its event file's name (unix seconds first) sorts after the
+    # killed run's, which is what TensorBoard's purge relies on.
+    time.sleep(1.1)
+    with MetricLogger(tmp_path, enabled=True, resume_step=30) as logger:
+        for step in (40, 50):
+            logger.log(step, {"loss": step / 1000})
+    records = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in records] == [(10, 0.1), (20, 0.2), (30, 0.3), (40, 0.04), (50, 0.05)]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [(e.step, round(e.value, 4)) for e in acc.Scalars("loss")] == [
+        (10, 0.1), (20, 0.2), (30, 0.3), (40, 0.04), (50, 0.05)]
+
+
+def test_truncate_metrics_without_changes_leaves_the_file(tmp_path: Path) -> None:
+    from engine.logging import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n')
+    before = path.stat().st_mtime_ns
+    assert truncate_metrics(path, 5) == 0 and path.stat().st_mtime_ns == before
+    assert truncate_metrics(path, 1) == 1 and path.read_text() == '{"step": 1}\n'
+    assert truncate_metrics(tmp_path / "missing.jsonl", 0) == 0

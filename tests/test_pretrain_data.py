@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from engine.skips import SkipBudget, TooManyBrokenFilesError
 from pretrain.data import (
-    BrokenImageMonitor,
     BrokenImagesError,
     DatasetLayoutError,
     UnlabeledImages,
@@ -100,17 +100,19 @@ def test_broken_images_are_replaced_and_counted(tmp_path: Path) -> None:
     assert all(s["images"].shape == (3, 32, 32) for s in samples)
     batch = collate(samples)
     assert batch["images"].shape == (8, 3, 32, 32) and batch["ids_a"].shape == (8, 2)
-    assert batch["broken"] == sum(s["broken"] for s in samples) >= 2
-    names = " ".join(batch["broken_files"])
+    assert batch["skipped"] == sum(s["skipped"] for s in samples) >= 2
+    names = " ".join(batch["skipped_files"])
     assert "truncated.jpg" in names and "garbage.png" in names
 
-    monitor = BrokenImageMonitor(max_fraction=0.5, min_attempts=1)
-    monitor.update(batch)
-    assert monitor.sync_and_check() == batch["broken"]  # 2 of 10 attempts: under 50%
-    strict = BrokenImageMonitor(max_fraction=0.01, min_attempts=5)
-    strict.update(batch)
-    with pytest.raises(BrokenImagesError, match=r"(?s)could not be read.*(truncated\.jpg|garbage\.png)"):
-        strict.sync_and_check()
+    seen = len(batch["images"]) + batch["skipped"]
+    monitor = SkipBudget(max_fraction=0.5, min_seen=1)
+    monitor.update(batch["skipped"], seen, batch["skipped_files"])
+    monitor.check()  # 2 of 10 attempts: under 50%
+    assert monitor.skipped == batch["skipped"]
+    strict = SkipBudget(max_fraction=0.01, min_seen=5)
+    strict.update(batch["skipped"], seen, batch["skipped_files"])
+    with pytest.raises(TooManyBrokenFilesError, match=r"(?s)could not be read.*(truncated\.jpg|garbage\.png)"):
+        strict.check()
 
 
 def test_only_broken_images_fail_with_a_clear_message(tmp_path: Path) -> None:

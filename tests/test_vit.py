@@ -153,7 +153,7 @@ def test_bad_input_size_and_arch_errors():
     m = tiny()
     with pytest.raises(ValueError, match="multiple of the patch size"):
         m.forward_features(torch.randn(1, 3, 50, 64))
-    with pytest.raises(ValueError, match="vit_small"):
+    with pytest.raises(ValueError, match="vit_small"):  # a ConfigError, a ValueError
         create_vit("vit_smal")
 
 

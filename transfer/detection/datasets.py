@@ -2,9 +2,11 @@
 
 Each training sample is `(image, target)`: `image` a `tv_tensors.Image` (3, H, W) uint8 and
 `target` = {"boxes": BoundingBoxes XYXY (N, 4), "masks": Mask (N, H, W) uint8, "labels": (N,) int64
-contiguous labels 1..K (0 is torchvision's background), "image_id": int, "skipped": int}.
-Evaluation samples carry the untouched original image and {"image_id", "skipped"}; the model
-resizes and maps its predictions back (see `model.py`).
+contiguous labels 1..K (0 is torchvision's background), "image_id": int, "skipped": int,
+"skipped_files": list[str]}. Evaluation samples carry the untouched original image and
+{"image_id", "skipped", "skipped_files"}; the model resizes and maps its predictions back (see
+`model.py`). Images are decoded by `engine.images.read_rgb` (16-bit, gray, palette, CMYK -> RGB
+uint8).
 
 Annotation handling:
 - polygons, uncompressed RLE and compressed RLE become binary masks through pycocotools;
@@ -12,7 +14,11 @@ Annotation handling:
 - crowd regions (`iscrowd=1`) are dropped from training targets. torchvision's Mask R-CNN has no
   ignore regions, so anchors / proposals on a crowd region count as background (detectron2
   behaves the same way); evaluation still treats crowds as ignore regions (pycocotools).
-- boxes with width or height < 1 pixel are dropped.
+- annotations that cannot be trained or scored are dropped from the loaded json, counted and
+  logged with their ids (`drop_degenerate`): boxes with width or height <= 0, and polygons with
+  fewer than 3 points (< 6 coordinates) or an odd number of coordinates (the annotation goes when
+  none of its polygons is left; pycocotools would otherwise crash on it when it is sampled).
+  Training targets further skip boxes under 1 pixel.
 - images without any usable annotation are dropped from training when `filter_empty` (as
   detectron2 does); kept otherwise (torchvision supports empty targets).
 - category ids (arbitrary, non-contiguous) map to labels 1..K in sorted id order.
@@ -41,10 +47,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
 from demo_data import DEMO_ROOT, ensure_demo_coco
+from engine.images import UnreadableImageError, read_rgb
 
 from .config import DataConfig
 
@@ -54,7 +60,10 @@ __all__ = [
     "BrokenImagesError",
     "SplitFiles",
     "resolve_split",
+    "image_file",
     "load_coco_json",
+    "drop_degenerate",
+    "check_same_categories",
     "coco_api",
     "CocoInstances",
     "collate",
@@ -152,16 +161,25 @@ def resolve_split(cfg: DataConfig, split: str) -> SplitFiles:
     return SplitFiles(ann, images, cfg.kind, url_layout=cfg.kind == "lvis" and images_override is None)
 
 
+def image_file(files: SplitFiles, info: dict) -> Path:
+    """Where the image of json entry `info` lives."""
+    if files.url_layout and "coco_url" in info:
+        # "http://images.cocodataset.org/train2017/000000391895.jpg" -> train2017/000000391895.jpg
+        return files.image_dir.joinpath(*info["coco_url"].split("/")[-2:])
+    return files.image_dir / info["file_name"]
+
+
 def _require(cond: bool, path: Path, problem: str) -> None:
     if not cond:
         raise AnnotationFormatError(f"{path}: {problem}")
 
 
-def load_coco_json(path: str | Path) -> dict:
+def load_coco_json(path: str | Path, drop: bool = True) -> dict:
     """Read and check a COCO-format annotation file (COCO, LVIS or custom).
 
     Checks the top-level keys, the fields every image / annotation / category needs, that ids are
-    unique and that annotations reference known images and categories.
+    unique and that annotations reference known images and categories; with `drop`, removes the
+    degenerate annotations (`drop_degenerate`, logged with their ids).
 
     Raises:
         AnnotationFormatError: with the file name and the first problem found.
@@ -198,7 +216,69 @@ def load_coco_json(path: str | Path) -> dict:
         _require(ann["image_id"] in img_ids, path, f"annotations[{i}] refers to unknown image_id {ann['image_id']}")
         bbox = ann["bbox"]
         _require(isinstance(bbox, list) and len(bbox) == 4, path, f"annotations[{i}] bbox must be [x, y, w, h], got {bbox!r}")
+    if drop:
+        dropped = drop_degenerate(data)
+        for kind, ids in dropped.items():
+            if ids:
+                _log.warning("%s: dropped %d annotation(s) with %s, e.g. ids %s", path.name, len(ids), kind,
+                             ", ".join(str(i) for i in ids[:10]))
     return data
+
+
+DEGENERATE_KINDS = ("a box of width or height <= 0", "no polygon of >= 3 points")
+
+
+def _valid_polygons(segmentation: Any) -> list | None:
+    """The polygons of a polygon segmentation with >= 3 points and an even number of
+    coordinates; None for RLE / missing segmentations (nothing to check)."""
+    if not isinstance(segmentation, list) or not segmentation:
+        return None
+    return [p for p in segmentation if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
+
+
+def drop_degenerate(data: dict) -> dict[str, list]:
+    """Remove, in place, the annotations of a checked COCO dict that cannot be used (module doc);
+    drops just the bad polygons of an annotation that keeps a good one.
+
+    Returns:
+        {kind: [annotation id (or list index when it has none), ...]} for each of `DEGENERATE_KINDS`.
+    """
+    dropped: dict[str, list] = {k: [] for k in DEGENERATE_KINDS}
+    kept = []
+    for i, ann in enumerate(data["annotations"]):
+        ann_id = ann.get("id", f"#{i}")
+        w, h = ann["bbox"][2], ann["bbox"][3]
+        if not (isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0):
+            dropped[DEGENERATE_KINDS[0]].append(ann_id)
+            continue
+        polygons = _valid_polygons(ann.get("segmentation"))
+        if polygons is not None:
+            if not polygons:
+                dropped[DEGENERATE_KINDS[1]].append(ann_id)
+                continue
+            if len(polygons) != len(ann["segmentation"]):
+                ann = {**ann, "segmentation": polygons}
+        kept.append(ann)
+    data["annotations"] = kept
+    return dropped
+
+
+def check_same_categories(train_ds: CocoInstances, val_ds: CocoInstances) -> None:
+    """Both splits must list the same category ids (labels are numbered by sorted id).
+
+    Raises:
+        AnnotationFormatError: naming both files and up to 5 ids found in only one of them.
+    """
+    a, b = set(train_ds.cat_ids), set(val_ds.cat_ids)
+    if a == b:
+        return
+    only = [(train_ds.files.ann_file, sorted(a - b)), (val_ds.files.ann_file, sorted(b - a))]
+    detail = "; ".join(f"only in {p.name}: ids {ids[:5]}{' ...' if len(ids) > 5 else ''}" for p, ids in only if ids)
+    raise AnnotationFormatError(
+        f"{train_ds.files.ann_file} ({len(a)} categories) and {val_ds.files.ann_file} ({len(b)} categories) "
+        f"list different categories ({detail}). Both splits need the same category list: use the train "
+        "and val files of one release, or copy the train file's 'categories' into the val file."
+    )
 
 
 def coco_api(data: dict) -> COCO:
@@ -293,10 +373,7 @@ class CocoInstances(Dataset):
         return len(self.ids)
 
     def image_path(self, info: dict) -> Path:
-        if self.files.url_layout and "coco_url" in info:
-            # "http://images.cocodataset.org/train2017/000000391895.jpg" -> train2017/000000391895.jpg
-            return self.files.image_dir.joinpath(*info["coco_url"].split("/")[-2:])
-        return self.files.image_dir / info["file_name"]
+        return image_file(self.files, info)
 
     def categories_per_image(self) -> list[list[int]]:
         """Contiguous labels present in each image (training annotations only), for repeat factors."""
@@ -317,20 +394,20 @@ class CocoInstances(Dataset):
                 counts[label - 1] += 1.0
         return counts
 
-    def _read_image(self, info: dict) -> torch.Tensor | None:
+    def _read_image(self, info: dict) -> tuple[torch.Tensor | None, str]:
+        """(3, H, W) uint8 image and "", or None and "path (reason)" when it cannot be used."""
         path = self.image_path(info)
         try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as e:
-            _log.warning("skipping unreadable image %s (%s)", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
-            return None
+            image = torch.from_numpy(read_rgb(path)).permute(2, 0, 1).contiguous()
+        except UnreadableImageError as e:
+            _log.warning("skipping unreadable image %s (%s)", path, e.reason)
+            return None, f"{path} ({e.reason})"
         if tuple(image.shape[-2:]) != (info["height"], info["width"]):
-            _log.warning(
-                "skipping image %s: it is %dx%d but %s says %dx%d",
-                path, image.shape[-1], image.shape[-2], self.files.ann_file.name, info["width"], info["height"],
-            )
-            return None
-        return image
+            reason = (f"it is {image.shape[-1]}x{image.shape[-2]} but {self.files.ann_file.name} says "
+                      f"{info['width']}x{info['height']}")
+            _log.warning("skipping image %s: %s", path, reason)
+            return None, f"{path} ({reason})"
+        return image, ""
 
     def _target(self, img_id: int, info: dict) -> dict:
         h, w = info["height"], info["width"]
@@ -349,39 +426,45 @@ class CocoInstances(Dataset):
         }
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image | None, dict]:
-        skipped = 0
+        skipped: list[str] = []
         # Training: an unreadable image is replaced by the next one (counted); evaluation: reported.
         for attempt in range(len(self.ids) if self.train else 1):
             img_id = self.ids[(index + attempt) % len(self.ids)]
             info = self.coco.imgs[img_id]
-            image = self._read_image(info)
+            image, problem = self._read_image(info)
             if image is None:
-                skipped += 1
+                skipped.append(problem)
                 continue
             if not self.train:
-                return tv_tensors.Image(image), {"image_id": img_id, "skipped": skipped}
+                return tv_tensors.Image(image), {"image_id": img_id, "skipped": 0, "skipped_files": []}
             image, target = tv_tensors.Image(image), self._target(img_id, info)
             if self.transforms is not None:
                 image, target = self._augment(index + attempt, image, target)
-            target["image_id"] = img_id
-            target["skipped"] = skipped
+            target.update(image_id=img_id, skipped=len(skipped), skipped_files=skipped)
             return image, target
         if self.train:
-            raise RuntimeError(f"none of the {len(self.ids)} images listed in {self.files.ann_file} could be read")
-        return None, {"image_id": self.ids[index], "skipped": skipped}
+            raise BrokenImagesError(
+                f"none of the {len(self.ids)} images listed in {self.files.ann_file} could be read, e.g. "
+                f"{skipped[0]}; check data.train_images / --data-root"
+            )
+        return None, {"image_id": self.ids[index], "skipped": len(skipped), "skipped_files": skipped}
 
 
-def collate(batch: list[tuple[Any, dict]]) -> tuple[list[torch.Tensor], list[dict], int]:
-    """Images and targets as lists of plain tensors (sizes differ; the model pads), and the number
-    of unreadable images met while building the batch.
+def collate(batch: list[tuple[Any, dict]]) -> dict[str, Any]:
+    """Batch of samples -> {"images": list of (3, H, W) uint8 tensors (sizes differ; the model pads),
+    "targets": list of dicts of plain tensors, "skipped": int, "skipped_files": list[str]} where
+    `skipped` counts the unreadable images met while building the batch (the keys every loader's
+    batches share).
 
     Evaluation samples whose image could not be read (`image is None`) are left out of both lists.
     """
     skipped = sum(int(t.get("skipped", 0)) for _, t in batch)
+    skipped_files = [f for _, t in batch for f in t.get("skipped_files", [])]
     kept = [(img, t) for img, t in batch if img is not None]
     images = [img.as_subclass(torch.Tensor) for img, _ in kept]
     targets = [
-        {k: (v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v) for k, v in t.items() if k != "skipped"}
+        {k: (v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v) for k, v in t.items()
+         if k not in ("skipped", "skipped_files")}
         for _, t in kept
     ]
-    return images, targets, skipped
+    return {"images": images, "targets": targets, "skipped": skipped, "skipped_files": skipped_files}

@@ -301,7 +301,8 @@ def run_inference(
     model.eval()
     try:
         total = len(loader) if hasattr(loader, "__len__") else None
-        for images, targets, skipped in progress(loader, total=total, desc=desc, leave=False):
+        for batch in progress(loader, total=total, desc=desc, leave=False):
+            images, targets, skipped = batch["images"], batch["targets"], batch["skipped"]
             evaluator.add_skipped(skipped)
             if not images:
                 continue

@@ -31,7 +31,7 @@ from engine.schedules import schedule_from_config
 from engine.trainer import RunContext, Task, TrainSetup, fit, open_run
 
 from .config import DetConfig
-from .datasets import CocoInstances, collate, resolve_split
+from .datasets import CocoInstances, check_same_categories, collate, resolve_split
 from .evaluation import DetectionEvaluator, run_inference
 from .model import ENCODER_PREFIX, build_mask_rcnn, encoder_of
 from .sampler import RepeatFactorSampler, repeat_factors
@@ -54,11 +54,7 @@ def build_datasets(cfg: DetConfig, train: bool = True) -> tuple[CocoInstances | 
         filter_empty=cfg.data.filter_empty,
         seed=cfg.run.seed,
     )
-    if train_ds.cat_ids != val_ds.cat_ids:
-        raise ValueError(
-            f"{train_ds.files.ann_file} and {val_ds.files.ann_file} list different categories "
-            f"({len(train_ds.cat_ids)} vs {len(val_ds.cat_ids)}); both splits need the same category list"
-        )
+    check_same_categories(train_ds, val_ds)
     return train_ds, val_ds
 
 
@@ -152,11 +148,6 @@ def _train_sampler(cfg: DetConfig, train_ds: CocoInstances) -> ResumableSampler:
     return sampler
 
 
-def _batch_dict(items: list) -> dict:
-    images, targets, skipped = collate(items)
-    return {"images": images, "targets": targets, "skipped": skipped}
-
-
 class DetTask(Task):
     """Mask R-CNN fine-tuning (epochs -> steps, step decay); COCO / LVIS evaluation every
     `eval.every_epochs` epochs and at the end."""
@@ -196,10 +187,10 @@ class DetTask(Task):
                   milestones, warmup)  # fmt: skip
         return TrainSetup(
             config=cfg, model=model, optimizer=optimizer, dataset=train_ds, sampler=sampler,
-            collate_fn=_batch_dict, batch_size=bpg, total_steps=total, steps_per_epoch=self.steps_per_epoch,
+            collate_fn=collate, batch_size=bpg, total_steps=total, steps_per_epoch=self.steps_per_epoch,
             schedule=schedule_from_config(optim_cfg, total), base_lr=cfg.optim.lr,
             num_workers=cfg.data.num_workers, clip_grad=cfg.optim.clip_grad,
-            max_skipped_fraction=cfg.data.max_skipped_fraction, min_seen=10,
+            max_skipped_fraction=cfg.data.max_skipped_fraction, min_seen=min(len(train_ds), 1000),
         )  # fmt: skip
 
     def step(self, model: nn.Module, batch: dict, ctx: RunContext) -> dict[str, torch.Tensor]:

@@ -97,7 +97,9 @@ def save_predictions_figure(
         target = val._target(img_id, info)
         if len(target["labels"]) == 0:
             continue
-        image = val._read_image(info)
+        image, _ = val._read_image(info)
+        if image is None:  # unreadable (already logged): show another image
+            continue
         with torch.no_grad():
             (pred,) = model([image.float() / 255])
         rows.append((image, target, pred))

@@ -12,14 +12,17 @@ Annotations are single-channel PNGs of class ids. With `reduce_zero_label` (ADE2
 
 A training sample's augmentation draws from `np.random.default_rng([seed, epoch, index])`, so it
 depends only on what is sampled, not on the worker that loads it: resuming reproduces it exactly.
-Unreadable files are skipped and counted (training substitutes the next readable sample; the
-count travels with the batch so the loop can stop when too many are broken).
+Images are decoded by `engine.images.read_rgb` (16-bit, gray, palette, CMYK -> RGB uint8; truncated
+files raise). Unreadable files are skipped and counted (training substitutes the next readable
+sample; `"skipped"` and `"skipped_files"` travel with the batch, the keys every loader's batches
+share, so the loop can stop when too many are broken).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -29,6 +32,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from demo_data import DEMO_ROOT, ensure_demo_ade
+from engine.config import ConfigError
+from engine.images import UnreadableImageError, read_rgb, read_size
 
 from .model import IGNORE_INDEX
 from .transforms import EvalTransform, TrainTransform
@@ -70,6 +75,10 @@ class AnnotationError(ValueError):
 
 class BrokenFilesError(RuntimeError):
     """Too many training files could not be read."""
+
+
+class LabelScanError(AnnotationError, ConfigError):
+    """The start-up scan found labels that would stop the run mid-training (names files and fix)."""
 
 
 def _layout_error(root: Path, problem: str) -> FileNotFoundError:
@@ -137,11 +146,11 @@ def list_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise UnreadableFileError(f"cannot decode image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """(H, W, 3) uint8 RGB; a truncated or undecodable file raises `UnreadableFileError`."""
+    try:
+        return read_rgb(path)
+    except UnreadableImageError as e:
+        raise UnreadableFileError(str(e)) from e
 
 
 def label_lut(reduce_zero_label: bool) -> np.ndarray:
@@ -158,6 +167,7 @@ def load_label(path: Path, num_classes: int, reduce_zero_label: bool = True) -> 
     """(H, W) uint8 class ids in [0, K) or 255, read with PIL (palette PNGs keep their indices)."""
     try:
         with Image.open(path) as im:
+            im.load()  # full decode inside the try: a truncated PNG fails here
             raw = np.asarray(im)
     except (OSError, ValueError) as e:
         raise UnreadableFileError(f"cannot decode annotation {path}: {e}") from e
@@ -176,12 +186,97 @@ def load_label(path: Path, num_classes: int, reduce_zero_label: bool = True) -> 
     return label
 
 
+LABEL_PROBLEMS = {
+    "size": "label size differs from its image",
+    "mode": "label is not a single-channel 8-bit PNG (L or P mode)",
+    "values": "label has class ids >= num_classes that are not the ignore value",
+}
+_FIXES = {
+    "size": "re-export the label at its image's size (they must match pixel for pixel)",
+    "mode": "save class ids as a single-channel 8-bit PNG, not a colour rendering",
+    "values": "set data.num_classes / data.classes to match the labels (and check data.reduce_zero_label)",
+}
+
+
+@dataclass
+class LabelScan:
+    """What :func:`scan_labels` found: pairs scanned, labels whose values were read, and for each
+    kind ("size", "mode", "values", "unreadable") the "file: detail" strings."""
+
+    pairs: int = 0
+    values_read: int = 0
+    problems: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in (*LABEL_PROBLEMS, "unreadable")})
+
+    def raise_if_bad(self, root: Path, examples: int = 5) -> None:
+        """Raise :class:`LabelScanError` for size / mode / value problems; unreadable files are
+        left to the skip budget (training replaces them), so only logged."""
+        if self.problems["unreadable"]:
+            _log.warning("%d files under %s cannot be read (skipped when sampled), e.g. %s",
+                         len(self.problems["unreadable"]), root, self.problems["unreadable"][0])
+        parts = [
+            f"{len(found)} x {LABEL_PROBLEMS[kind]}, e.g.\n    " + "\n    ".join(found[:examples])
+            + f"\n  fix: {_FIXES[kind]}"
+            for kind, found in self.problems.items() if kind in LABEL_PROBLEMS and found
+        ]
+        if parts:
+            raise LabelScanError(
+                f"segmentation labels under {root} would stop the run mid-training:\n  " + "\n  ".join(parts)
+                + "\nRun tools/check_data.py --data ade20k --data-root ... for the full list."
+            )
+
+
+def _label_values_problem(path: Path, num_classes: int, reduce_zero_label: bool) -> str | None:
+    try:
+        load_label(path, num_classes, reduce_zero_label)
+    except AnnotationError as e:
+        return str(e)
+    return None
+
+
+def scan_labels(
+    pairs: Sequence[tuple[Path, Path]], num_classes: int, reduce_zero_label: bool = True, read_values: int | None = 64,
+) -> LabelScan:
+    """Check every (image, label) pair's sizes and label mode from the file headers (no pixel
+    decode: a 20k-pair ADE20k split takes seconds), and the class ids of `read_values` labels
+    spread evenly over the split (None: all of them, as tools/check_data.py does).
+    """
+    scan = LabelScan(pairs=len(pairs))
+    n_values = len(pairs) if read_values is None else min(read_values, len(pairs))
+    value_idx = set(np.linspace(0, len(pairs) - 1, n_values).round().astype(int).tolist()) if n_values else set()
+    for i, (img_path, ann_path) in enumerate(pairs):
+        try:
+            img_size = read_size(img_path)
+            with Image.open(ann_path) as im:
+                ann_size, ann_mode = im.size, im.mode
+        except (UnreadableImageError, OSError, ValueError) as e:
+            scan.problems["unreadable"].append(str(e))
+            continue
+        if ann_mode not in ("L", "P"):
+            scan.problems["mode"].append(f"{ann_path}: mode {ann_mode}")
+            continue
+        if ann_size != img_size:
+            scan.problems["size"].append(f"{ann_path}: {ann_size[0]}x{ann_size[1]}, image {img_path.name} "
+                                         f"{img_size[0]}x{img_size[1]}")
+            continue
+        if i in value_idx:
+            scan.values_read += 1
+            try:
+                problem = _label_values_problem(ann_path, num_classes, reduce_zero_label)
+            except UnreadableFileError as e:
+                scan.problems["unreadable"].append(str(e))
+                continue
+            if problem:
+                scan.problems["values"].append(problem)
+    return scan
+
+
 class SegDataset(Dataset):
     """Image / label pairs of one split with the train or eval pipeline.
 
-    Training items: {"image": (3, c, c) float, "label": (c, c) long, "skipped": int}.
-    Evaluation items: {"image": (3, h', w') float resized, "label": (H, W) long at the original
-    size, "index": int, "skipped": 0} or, for an unreadable pair, {"skipped": 1, "error": str}.
+    Training items: {"image": (3, c, c) float, "label": (c, c) long, "skipped": int,
+    "skipped_files": list[str]}. Evaluation items: {"image": (3, h', w') float resized, "label":
+    (H, W) long at the original size, "index": int, "skipped": 0, "skipped_files": []} or, for an
+    unreadable pair, {"skipped": 1, "skipped_files": [str], "error": str}.
 
     Args:
         root: dataset folder (see module doc).
@@ -191,6 +286,8 @@ class SegDataset(Dataset):
         reduce_zero_label: ADE20k's label convention.
         seed: base seed of the augmentation streams.
         max_images: keep only the first N pairs (quick evaluations).
+        check_values: the start-up label scan (`scan_labels`) reads every header and the class ids
+            of this many labels; None skips the scan. Raises `LabelScanError` before training.
     """
 
     def __init__(
@@ -202,6 +299,7 @@ class SegDataset(Dataset):
         reduce_zero_label: bool = True,
         seed: int = 0,
         max_images: int | None = None,
+        check_values: int | None = 64,
     ) -> None:
         self.root = resolve_root(root)
         self.split = split
@@ -211,6 +309,8 @@ class SegDataset(Dataset):
         self.reduce_zero_label = reduce_zero_label
         self.seed = seed
         self.epoch = 0  # set by the loop before each epoch's loader iterator is created
+        if check_values is not None:
+            scan_labels(self.pairs, num_classes, reduce_zero_label, check_values).raise_if_bad(self.root)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -236,9 +336,9 @@ class SegDataset(Dataset):
                 image, label = self.read(index)
             except UnreadableFileError as e:
                 _log.warning("skipping unreadable validation pair: %s", e)
-                return {"skipped": 1, "error": str(e)}
+                return {"skipped": 1, "skipped_files": [str(e)], "error": str(e)}
             img_t, lbl_t = self.transform(image, label)
-            return {"image": img_t, "label": lbl_t, "index": index, "skipped": 0}
+            return {"image": img_t, "label": lbl_t, "index": index, "skipped": 0, "skipped_files": []}
         errors = []
         for k in range(MAX_CONSECUTIVE_SKIPS):
             i = (index + k) % len(self)
@@ -250,7 +350,7 @@ class SegDataset(Dataset):
                 continue
             rng = np.random.default_rng([self.seed, self.epoch, i])
             img_t, lbl_t = self.transform(image, label, rng)
-            return {"image": img_t, "label": lbl_t, "skipped": k}
+            return {"image": img_t, "label": lbl_t, "skipped": k, "skipped_files": errors}
         raise BrokenFilesError(
             f"{MAX_CONSECUTIVE_SKIPS} consecutive training pairs could not be read, e.g. {errors[0]}; "
             f"check the files under {self.root}"
@@ -258,11 +358,13 @@ class SegDataset(Dataset):
 
 
 def collate_train(samples: list[dict]) -> dict:
-    """Stack training samples -> {"image": (B, 3, c, c), "label": (B, c, c), "skipped": int}."""
+    """Stack training samples -> {"image": (B, 3, c, c), "label": (B, c, c), "skipped": int,
+    "skipped_files": list[str]}."""
     return {
         "image": torch.stack([s["image"] for s in samples]),
         "label": torch.stack([s["label"] for s in samples]),
         "skipped": sum(s["skipped"] for s in samples),
+        "skipped_files": [f for s in samples for f in s["skipped_files"]],
     }
 
 
