@@ -95,16 +95,22 @@ def _val_loader(cfg: DetConfig, val_ds: CocoInstances, info: DistInfo) -> DataLo
     )
 
 
-def _build_model(cfg: DetConfig, num_classes: int, info: DistInfo, with_weights: bool = True) -> nn.Module:
+def _build_model(
+    cfg: DetConfig, dataset: CocoInstances, info: DistInfo, with_weights: bool = True
+) -> nn.Module:
+    """The configured detector for `dataset`'s classes (the federated loss weights its classes by
+    the dataset's image counts)."""
     model_cfg = cfg.model if with_weights else dataclasses.replace(cfg.model, weights=None)
+    counts = dataset.class_image_counts() if cfg.model.cls_loss == "federated" else None
     model = build_mask_rcnn(
         model_cfg,
-        num_classes,
+        dataset.num_classes,
         test_size=cfg.data.test_size,
         test_max_size=cfg.data.test_max_size,
         detections_per_image=cfg.eval.detections_per_image,
         score_threshold=cfg.eval.score_threshold,
         allow_pickle=cfg.run.allow_pickle,
+        class_image_counts=counts,
     )
     if info.distributed and info.device.type == "cuda":
         # Per-GPU batches are 2 images: BatchNorm in the adapter needs statistics over all GPUs.
@@ -172,7 +178,7 @@ class DetTask(Task):
             )
         total, milestones, warmup = step_schedule(cfg, self.steps_per_epoch)
         optim_cfg = dataclasses.replace(cfg.optim, milestones=tuple(milestones), warmup_steps=warmup)
-        model = _build_model(cfg, train_ds.num_classes, ctx.info)
+        model = _build_model(cfg, train_ds, ctx.info)
         if not cfg.model.weights:  # said here, not in the builder, which also serves evaluation and pictures
             _log.info("encoder %s: random initialisation (model.weights is None)", cfg.model.arch)
         optimizer = build_adamw(
@@ -241,7 +247,7 @@ def evaluate(cfg: DetConfig) -> dict[str, Any]:
         raise ValueError("evaluation needs a detector checkpoint: --eval-only --weights run/last.pth")
     ctx = open_run(cfg.run)
     _, val_ds = build_datasets(cfg, train=False)
-    model = _build_model(cfg, val_ds.num_classes, ctx.info, with_weights=False)
+    model = _build_model(cfg, val_ds, ctx.info, with_weights=False)
     state = _detector_state(cfg.eval.checkpoint, cfg.run.allow_pickle)
     try:
         model.load_state_dict(state)
