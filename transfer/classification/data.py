@@ -7,7 +7,7 @@ once sorted into class folders):
     root/val/<class>/*.jpg        the same class folders as train/
 
 Class ids are the sorted folder names (as ImageFolder). A training sample's augmentation draws
-from python `random` and torch's RNG (what timm's transforms use) reseeded from
+from python `random`, numpy's global RNG and torch's RNG (what timm's transforms use) reseeded from
 (seed, epoch, index) inside a forked RNG scope, so it depends only on what is sampled and the
 global RNG streams (dropout, drop path) are untouched: a resumed run repeats it exactly.
 
@@ -24,6 +24,7 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -78,16 +79,20 @@ def check_same_classes(root: str | Path, train: list[str], val: list[str]) -> No
 
 @contextlib.contextmanager
 def seeded_rng(*key: int) -> Iterator[None]:
-    """Seed python `random` and torch's CPU RNG from `key` inside the block, restore them after."""
-    state = random.getstate()
+    """Seed python `random`, numpy's legacy global RNG and torch's CPU RNG from `key` inside the
+    block (timm's transforms draw from all three: RandAugment picks its ops with numpy), restore
+    them after."""
+    state, np_state = random.getstate(), np.random.get_state()
     seed = hash(tuple(int(k) for k in key)) % (2**63)
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)
+        np.random.seed(seed % (2**32))
         torch.manual_seed(seed)
         try:
             yield
         finally:
             random.setstate(state)
+            np.random.set_state(np_state)
 
 
 def load_rgb(path: str) -> Image.Image:
