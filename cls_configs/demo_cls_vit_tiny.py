@@ -3,7 +3,7 @@ images of 72 px, trained and tested at 64 px). The demo data is generated on fir
 
 Table 9's small-dataset recipe (Cars / DomainNet: AdamW, layer decay 0.65, cosine, RandAugment
 9/0.5, mixup 0.8, cutmix 1.0, label smoothing 0.1, drop path 0.1, test crop 0.875), scaled down:
-batch 32, 60 epochs with 10 warmup epochs, lr 1e-3 at batch 32 (no reference-batch scaling).
+batch 32, 30 epochs with 5 warmup epochs, lr 1e-3 at batch 32 (no reference-batch scaling).
 Measured numbers: see the report of the run (tools/demo.py's classification track).
 """
 
@@ -25,8 +25,8 @@ config = ClsConfig(
     data=DataConfig(root=str(ensure_demo_cls()), img_size=64, num_workers=0),
     aug=AugConfig(rand_augment="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, label_smoothing=0.1),
     optim=OptimConfig(lr=1e-3, weight_decay=0.05, layer_decay=0.65, schedule="cosine", warmup_start=0.0),
-    solver=SolverConfig(epochs=60, warmup_epochs=10, batch_size=32, lr_reference_batch=None),
-    eval=EvalConfig(every_epochs=20, batch_size=72),
+    solver=SolverConfig(epochs=30, warmup_epochs=5, batch_size=32, lr_reference_batch=None),
+    eval=EvalConfig(every_epochs=10, batch_size=72),
     probe=ProbeConfig(epochs=90, batch_size=240, base_lr=0.1, warmup_epochs=10, batch_features=72),
     run=RunConfig(output_dir="runs/demo_cls", log_every=20, ckpt_every_steps=200),
 )
