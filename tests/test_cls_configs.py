@@ -43,3 +43,15 @@ def test_config_loads(path: Path) -> None:
 def test_presets_have_the_paper_sizes() -> None:
     assert {k: (p.num_train, p.num_classes) for k, p in DATASETS.items()} == TABLE3
     assert len([p for p in CONFIGS if p.name.startswith("finetune_")]) == 4 * len(DATASETS)
+
+
+def test_demo_track_runs_share_everything_but_the_init(tmp_path: Path) -> None:
+    from transfer.classification.track import demo_config
+
+    a = demo_config("finetune", "enc.safetensors", tmp_path / "a", seed=2, budget=12, device="cpu")
+    b = demo_config("finetune", None, tmp_path / "b", seed=2, budget=12, device="cpu")
+    assert a.model.weights == "enc.safetensors" and b.model.weights is None
+    assert (a.solver.epochs, a.solver.warmup_epochs, a.eval.every_epochs, a.run.seed) == (12, 2, 12, 2)
+    strip = {"model": None, "run": None}
+    assert {**vars(a), **strip} == {**vars(b), **strip}
+    assert demo_config("linear", None, tmp_path / "c", 0, 12, "cpu").mode == "linear"

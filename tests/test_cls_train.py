@@ -137,3 +137,24 @@ def test_bad_layout_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert f"missing folder {tmp_path / 'train'}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.distributed
+def test_two_process_finetune_reports_the_metrics_of_its_checkpoint(demo: Path, tmp_path: Path) -> None:
+    # Sharded evaluation (counts summed over processes) scores rank 0's model: the 2-process
+    # run's final top-1 equals a single-process evaluation of its last.pth.
+    sets = [*TINY, "aug.repeated_aug=true", "solver.warmup_epochs=0", "solver.epochs=1", "solver.batch_size=8",
+            "eval.batch_size=5"]
+    base = ["tools/train_cls.py", "--config", "demo_cls_vit_tiny.py", "--device", "cpu", "--data-root", str(demo)]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+         *base, "--output-dir", str(tmp_path / "ddp"), "--set", *sets],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    trained = json.loads((tmp_path / "ddp" / "final_metrics.json").read_text())
+    assert trained["num_images"] == 18 and trained["step"] == 6  # 3 x 48 copies: 24 per rank, 4 per step
+    _tool("--eval-only", "--weights", str(tmp_path / "ddp" / "last.pth"), "--data-root", str(demo),
+          "--output-dir", str(tmp_path / "eval"), "--set", *TINY, "eval.batch_size=7")
+    evaluated = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    assert evaluated["top1"] == pytest.approx(trained["top1"]) and evaluated["top5"] == pytest.approx(trained["top5"])
