@@ -122,7 +122,7 @@ def run_probe(cfg: ClsConfig) -> dict:
     val = extract_features(encoder, ClsDataset(val_samples, transform, train=False), *args)
     per_block = _score_blocks(cfg, train, val, len(names))
     result = {
-        **{k: v for k, v in per_block[-1].items()},
+        **per_block[-1],
         "mode": cfg.mode, "feature": cfg.probe.feature, "block": blocks[-1],
         "top1_by_block": {str(b): m["top1"] for b, m in zip(blocks, per_block)},
         "num_train": int(train[1].numel()), "run_dir": str(ctx.run_dir),

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError
-from engine.distributed import DistInfo, all_reduce_sum
+from engine.distributed import DistInfo, all_reduce_sum, get_rank, get_world_size
 from engine.optim import build_adamw
 from engine.precision import autocast
 from engine.sampler import ResumableSampler
@@ -89,8 +89,6 @@ def evaluate_classifier(model: nn.Module, dataset: ClsDataset, batch_size: int, 
                         precision: str, num_workers: int, num_classes: int) -> dict:
     """top-1 / top-5 / per-class accuracy of `model` on `dataset`, each process scoring a strided
     shard, the counts summed over processes. Unreadable images are left out and counted."""
-    from engine.distributed import get_rank, get_world_size  # noqa: PLC0415
-
     model.eval()
     shard = Subset(dataset, range(get_rank(), len(dataset), get_world_size()))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
