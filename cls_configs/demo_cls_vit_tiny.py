@@ -27,6 +27,7 @@ config = ClsConfig(
     optim=OptimConfig(lr=1e-3, weight_decay=0.05, layer_decay=0.65, schedule="cosine", warmup_start=0.0),
     solver=SolverConfig(epochs=30, warmup_epochs=5, batch_size=32, lr_reference_batch=None),
     eval=EvalConfig(every_epochs=10, batch_size=72),
-    probe=ProbeConfig(epochs=90, batch_size=240, base_lr=0.1, warmup_epochs=10, batch_features=72),
+    # MAE's LARS is tuned for batch 16384; at 240 images SGD + momentum (MAE: 'SGD works similarly').
+    probe=ProbeConfig(epochs=90, batch_size=64, base_lr=0.1, warmup_epochs=10, optimizer="sgd", batch_features=72),
     run=RunConfig(output_dir="runs/demo_cls", log_every=20, ckpt_every_steps=200),
 )
