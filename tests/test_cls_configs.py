@@ -52,6 +52,7 @@ def test_demo_track_runs_share_everything_but_the_init(tmp_path: Path) -> None:
     b = demo_config("finetune", None, tmp_path / "b", seed=2, budget=12, device="cpu")
     assert a.model.weights == "enc.safetensors" and b.model.weights is None
     assert (a.solver.epochs, a.solver.warmup_epochs, a.eval.every_epochs, a.run.seed) == (12, 2, 12, 2)
-    strip = {"model": None, "run": None}
+    assert a.optim.layer_decay == 0.65 and b.optim.layer_decay is None  # scratch rows: no layer decay
+    strip = {"model": None, "run": None, "optim": None}
     assert {**vars(a), **strip} == {**vars(b), **strip}
     assert demo_config("linear", None, tmp_path / "c", 0, 12, "cpu").mode == "linear"

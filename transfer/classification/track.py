@@ -28,13 +28,16 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "cls_configs" / "demo_cls_vi
 
 
 def demo_config(mode: str, encoder: str | Path | None, out: Path, seed: int, budget: int, device: str) -> ClsConfig:
-    """The demo config for one run: `budget` fine-tuning epochs (warmup a sixth of them, at least 1)."""
+    """The demo config for one run: `budget` fine-tuning epochs (warmup a sixth of them, at least 1);
+    random init (encoder None) trains without layer decay, as the paper's scratch rows."""
     cfg = load_config(DEMO_CONFIG)
     overrides = [
         f"mode={mode}", f"model.weights={encoder if encoder else 'None'}", f"run.seed={seed}", f"run.device={device}",
         f"run.output_dir={out}", "run.resume=auto", f"solver.warmup_epochs={max(1, budget // 6)}",
         f"solver.epochs={budget}", f"eval.every_epochs={budget}",
     ]
+    if not encoder:
+        overrides.append("optim.layer_decay=None")  # the paper's scratch rows: no layer decay
     if budget <= max(1, budget // 6):
         raise ValueError(f"budget={budget} epochs is too short for a warmup; use at least 2")
     return apply_overrides(cfg, overrides)
