@@ -1,0 +1,9 @@
+"""Stanford Cars: train a ViT-B from random initialisation (Table 6's scratch row: 36.9 top-1).
+
+The Table 9 recipe without encoder weights and without layer decay (it would only slow the
+blocks that have nothing to keep).
+"""
+
+from transfer.classification.config import paper_recipe
+
+config = paper_recipe("cars", "vit_base", weights=None, root="data/stanford_cars", random_init=True)

@@ -1,0 +1,9 @@
+"""Stanford Cars: train a ViT-S from random initialisation (Table 6's scratch row: 35.3 top-1).
+
+The Table 9 recipe without encoder weights and without layer decay (it would only slow the
+blocks that have nothing to keep).
+"""
+
+from transfer.classification.config import paper_recipe
+
+config = paper_recipe("cars", "vit_small", weights=None, root="data/stanford_cars", random_init=True)

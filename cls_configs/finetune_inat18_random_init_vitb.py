@@ -1,0 +1,9 @@
+"""iNaturalist 2018: train a ViT-B from random initialisation (Table 6's scratch row: 59.6 top-1).
+
+The Table 9 recipe without encoder weights and without layer decay (it would only slow the
+blocks that have nothing to keep).
+"""
+
+from transfer.classification.config import paper_recipe
+
+config = paper_recipe("inat18", "vit_base", weights=None, root="data/inat18", random_init=True)

@@ -1,0 +1,9 @@
+"""DomainNet Painting: train a ViT-B from random initialisation (Table 6's scratch row: 37.6 top-1).
+
+The Table 9 recipe without encoder weights and without layer decay (it would only slow the
+blocks that have nothing to keep).
+"""
+
+from transfer.classification.config import paper_recipe
+
+config = paper_recipe("painting", "vit_base", weights=None, root="data/domainnet/painting", random_init=True)

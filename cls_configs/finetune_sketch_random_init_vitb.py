@@ -1,0 +1,9 @@
+"""DomainNet Sketch: train a ViT-B from random initialisation (Table 6's scratch row: 34.9 top-1).
+
+The Table 9 recipe without encoder weights and without layer decay (it would only slow the
+blocks that have nothing to keep).
+"""
+
+from transfer.classification.config import paper_recipe
+
+config = paper_recipe("sketch", "vit_base", weights=None, root="data/domainnet/sketch", random_init=True)
