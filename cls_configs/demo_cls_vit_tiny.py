@@ -16,6 +16,7 @@ images, 1.4 points each): at this budget shape is barely learnt, so the numbers 
 check, not evidence. Wall time 5:23 / 8:54 per fine-tuning run under that load, 5-7 s per probe.
 """
 
+from demo_data import DEMO_ROOT
 from transfer.classification.config import (
     AugConfig,
     ClsConfig,
@@ -27,11 +28,10 @@ from transfer.classification.config import (
     RunConfig,
     SolverConfig,
 )
-from transfer.classification.demo import ensure_demo_cls
 
 config = ClsConfig(
     model=ModelConfig(arch="vit_tiny", weights=None, pool="cls", drop_path=0.1),
-    data=DataConfig(root=str(ensure_demo_cls()), img_size=64, num_workers=0),
+    data=DataConfig(root=DEMO_ROOT, img_size=64, num_workers=0),
     aug=AugConfig(rand_augment="rand-m9-mstd0.5-inc1", mixup=0.0, cutmix=0.0, label_smoothing=0.1),
     optim=OptimConfig(lr=1e-3, weight_decay=0.05, layer_decay=0.65, schedule="cosine", warmup_start=0.0),
     solver=SolverConfig(epochs=30, warmup_epochs=5, batch_size=32, lr_reference_batch=None),

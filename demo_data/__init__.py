@@ -31,11 +31,14 @@ files. ``python -m demo_data --root DIR`` generates both.
 
 from demo_data.ade import DEMO_ADE_CLASSES
 from demo_data.cache import DEMO_ROOT, MARKER_NAME, demo_root, ensure_demo_ade, ensure_demo_coco
+from demo_data.classification import DEMO_CLS_CLASSES, ensure_demo_cls
 from demo_data.cli import main
 from demo_data.coco import DEMO_COCO_CATEGORIES
 from demo_data.drawing import GENERATOR_VERSION, IMAGE_SIDES, OBJECT_TEXTURES
 
 __all__ = [
+    "DEMO_CLS_CLASSES",
+    "ensure_demo_cls",
     "DEMO_ADE_CLASSES",
     "DEMO_COCO_CATEGORIES",
     "DEMO_ROOT",

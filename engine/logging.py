@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from engine.checkpoint import atomic_write
 from engine.distributed import get_rank, is_main_process
 
 __all__ = ["MetricLogger", "truncate_metrics", "progress", "ThroughputMeter", "setup_logging", "format_seconds", "LOGGER_NAME"]
@@ -129,9 +130,8 @@ def truncate_metrics(path: str | os.PathLike, max_step: int) -> int:
         else:
             removed += 1
     if removed:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
+        data = "".join(kept).encode("utf-8")
+        atomic_write(path, lambda f: f.write(data))
     return removed
 
 

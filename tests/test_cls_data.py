@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from demo_data import DEMO_CLS_CLASSES, ensure_demo_cls
 from transfer.classification.augment import eval_transform, train_transform
 from transfer.classification.config import AugConfig
 from transfer.classification.data import ClsDataset, LayoutError, check_same_classes, collate, list_split
-from transfer.classification.demo import DEMO_CLS_CLASSES, ensure_demo_cls
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from demo_data import ensure_demo_cls
 from engine.checkpoint import load_checkpoint
-from ssl_backbones.checkpoint import load_exported_encoder
+from ssl_backbones import load_exported_encoder
 from transfer.classification.config import (
     AugConfig,
     ClsConfig,
@@ -25,7 +26,6 @@ from transfer.classification.config import (
     RunConfig,
     SolverConfig,
 )
-from transfer.classification.demo import ensure_demo_cls
 from transfer.classification.loop import train
 
 pytestmark = pytest.mark.slow

@@ -120,7 +120,7 @@ def coco_probe_set(root: str | Path, img_size: int = 128, max_train: int = 256, 
             names = ["background"] + [by_id[c] for c in ds.cat_ids]
         for img_id in ds.ids:
             info = ds.coco.imgs[img_id]
-            image = ds._read_image(info)
+            image, _ = ds._read_image(info)
             if image is None:  # unreadable: already logged by the dataset
                 continue
             images.append(_normalise(image, img_size))

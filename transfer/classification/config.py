@@ -31,7 +31,7 @@ class ModelConfig:
 
     Attributes:
         arch: encoder size (`ssl_backbones.vit.ARCHS`).
-        weights: encoder initialisation, any layout `ssl_backbones.checkpoint` reads (our
+        weights: encoder initialisation, any layout `ssl_backbones.load_encoder_weights` reads (our
             pretraining checkpoints, `encoder.safetensors` exports, MAE / BEiT / DeiT / timm);
             None = random init (the paper's scratch rows).
         pool: "cls" (the normed cls token) or "mean" (mean of the patch tokens, then a LayerNorm,

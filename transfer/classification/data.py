@@ -30,7 +30,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from demo_data import DEMO_ROOT, ensure_demo_cls
 from engine.config import ConfigError
+from engine.images import UnreadableImageError, read_rgb
 
 __all__ = ["LayoutError", "list_split", "ClsDataset", "collate", "seeded_rng"]
 
@@ -50,9 +52,18 @@ def _layout_error(root: Path, problem: str) -> LayoutError:
     return LayoutError(f"{problem}\n" + EXPECTED_LAYOUT.format(root=root))
 
 
+def resolve_root(root: str | Path) -> Path:
+    """The dataset folder of `root`; "demo" is the built-in classification set (made once, here)."""
+    if str(root) == DEMO_ROOT:
+        return ensure_demo_cls()
+    return Path(root).expanduser()
+
+
 def list_split(root: str | Path, split: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """(path, class id) pairs of `root/split` sorted as ImageFolder, and the class names."""
-    root = Path(root).expanduser()
+    """(path, class id) pairs of `root/split` sorted as ImageFolder, and the class names.
+
+    `root` "demo" (`demo_data.DEMO_ROOT`) is the built-in set, generated the first time it is read."""
+    root = resolve_root(root)
     folder = root / split
     if not folder.is_dir():
         raise _layout_error(root, f"missing folder {folder}")
@@ -96,8 +107,9 @@ def seeded_rng(*key: int) -> Iterator[None]:
 
 
 def load_rgb(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    """The image as RGB through the project's one decoder (16-bit, palette, CMYK, ... handled;
+    truncated files raise `UnreadableImageError`)."""
+    return Image.fromarray(read_rgb(path))
 
 
 class ClsDataset(Dataset):
@@ -127,7 +139,7 @@ class ClsDataset(Dataset):
         path, label = self.samples[index % len(self.samples)]
         try:
             return load_rgb(path), label
-        except (OSError, ValueError, SyntaxError):  # what PIL raises for broken or truncated files
+        except UnreadableImageError:
             return None
 
     def __getitem__(self, index: int) -> dict:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from engine.trainer import RESULT_FILE, open_run
-from ssl_backbones.checkpoint import load_encoder_weights
+from ssl_backbones import load_encoder_weights
 from ssl_backbones.vit import VisionTransformer, create_vit
 
 from .augment import eval_transform

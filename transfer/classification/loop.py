@@ -34,7 +34,7 @@ from engine.precision import autocast
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config
 from engine.trainer import RunContext, Task, TrainSetup, fit, open_run
-from ssl_backbones.checkpoint import export_encoder, load_encoder_weights
+from ssl_backbones import export_encoder, load_encoder_weights
 
 from .augment import RepeatAugSampler, SeededMixup, eval_transform, train_transform
 from .config import DATASETS, ClsConfig

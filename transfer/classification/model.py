@@ -58,7 +58,7 @@ def build_classifier(
     **vit_overrides,
 ) -> ViTClassifier:
     """ViT `arch` with sin-cos positions at `img_size` + classifier; weights are loaded separately
-    (`ssl_backbones.checkpoint.load_encoder_weights`). `vit_overrides` go to `create_vit`."""
+    (`ssl_backbones.load_encoder_weights`). `vit_overrides` go to `create_vit`."""
     encoder = create_vit(arch, pos_embed="sincos", drop_path_rate=drop_path, img_size=img_size,
                          init_values=layer_scale, **vit_overrides)
     return ViTClassifier(encoder, num_classes, pool=pool, head_init_std=head_init_std)

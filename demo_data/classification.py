@@ -13,23 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import demo_data as dd
+from demo_data.cache import _ensure
+from demo_data.coco import DEMO_COCO_CATEGORIES, _paint
+from demo_data.drawing import coco_background, finish, write_jpeg
+from demo_data.shapes import place_shape, shape_mask, unit_shape
 
 __all__ = ["DEMO_CLS_CLASSES", "ensure_demo_cls"]
 
-DEMO_CLS_CLASSES: tuple[str, ...] = tuple(c["name"] for c in dd.DEMO_COCO_CATEGORIES)
+DEMO_CLS_CLASSES: tuple[str, ...] = tuple(c["name"] for c in DEMO_COCO_CATEGORIES)
 GENERATOR_VERSION = 1
 _SPLIT_CODES = {"train": 10, "val": 11}  # distinct from the COCO / ADE streams
 
 
 def _cls_image(rng: np.random.Generator, shape: str, side: int) -> np.ndarray:
     """(side, side, 3) uint8: background + one shape of `shape` covering ~8-35% of the image."""
-    img = dd._coco_background(rng, side, side)
+    img = coco_background(rng, side, side)
     sqrt_area = rng.uniform(0.28, 0.6) * side
     cx, cy = rng.uniform(0.35, 0.65, size=2) * side
-    placed = dd._place_shape(dd._unit_shape(rng, shape), sqrt_area, rng.uniform(0, 2 * np.pi), cx, cy)
-    dd._paint(rng, img, dd._shape_mask(placed, side, side))
-    return dd._finish(rng, img)
+    placed = place_shape(unit_shape(rng, shape), sqrt_area, rng.uniform(0, 2 * np.pi), cx, cy)
+    _paint(rng, img, shape_mask(placed, side, side))
+    return finish(rng, img)
 
 
 def _generate(out: Path, per_class: dict[str, int], side: int, seed: int) -> None:
@@ -39,7 +42,7 @@ def _generate(out: Path, per_class: dict[str, int], side: int, seed: int) -> Non
             folder.mkdir(parents=True)
             for i in range(n):
                 rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODES[split], c, i]))
-                dd._write_jpeg(folder / f"{i:06d}.jpg", _cls_image(rng, shape, side))
+                write_jpeg(folder / f"{i:06d}.jpg", _cls_image(rng, shape, side))
 
 
 def ensure_demo_cls(root: Path | None = None, train_per_class: int = 40, val_per_class: int = 12,
@@ -47,7 +50,7 @@ def ensure_demo_cls(root: Path | None = None, train_per_class: int = 40, val_per
     """Generate (once) the classification demo set and return its folder `<root>/demo_cls`.
 
     6 classes x `train_per_class` training and `val_per_class` validation images of side x side
-    pixels. root defaults to `engine.demo_data.demo_root()`; regenerated when the `DONE` marker is
+    pixels. root defaults to `demo_data.demo_root()`; regenerated when the `DONE` marker is
     missing or records other parameters.
     """
     if train_per_class < 1 or val_per_class < 1:
@@ -55,4 +58,4 @@ def ensure_demo_cls(root: Path | None = None, train_per_class: int = 40, val_per
     marker = {"generator_version": GENERATOR_VERSION, "seed": seed, "train_per_class": train_per_class,
               "val_per_class": val_per_class, "side": side}
     counts = {"train": train_per_class, "val": val_per_class}
-    return dd._ensure(root, "demo_cls", marker, lambda out: _generate(out, counts, side, seed))
+    return _ensure(root, "demo_cls", marker, lambda out: _generate(out, counts, side, seed))

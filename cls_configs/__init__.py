@@ -1,0 +1,1 @@
+"""Classification config files (`target-ssl-train-cls --config NAME.py`), composed by import."""
