@@ -3,6 +3,7 @@
     python tools/pretrain.py --data coco --data-root $COCO --method splitmask --arch vit_small
     python tools/pretrain.py --data ade20k --data-root $ADE --method splitmask --arch vit_base
     python tools/pretrain.py --data demo --method splitmask --arch vit_tiny --epochs 2
+    python tools/pretrain.py --data folder --data-root $IMNET/train --data-fraction 0.01 --method dino
     torchrun --nproc_per_node 8 tools/pretrain.py --data coco --data-root $COCO --method beit --arch vit_base
 
 Flags set the common fields; `--set section.field=value` overrides any field of
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=DATASETS, default="demo", help="unlabeled image source")
     p.add_argument("--data-root", default=None, help="dataset root (default: $TARGET_SSL_<DATA>_ROOT)")
+    p.add_argument("--data-fraction", type=float, default=None,
+                   help="train on a seeded random fraction of the images (e.g. 0.01 for 1%%)")
+    p.add_argument("--data-seed", type=int, default=None, help="seed of --data-fraction's draw (default 0)")
+    p.add_argument("--data-list", default=None,
+                   help="train on the images this text file lists (paths or unique file names, one a line)")
     p.add_argument("--method", choices=METHODS, default="splitmask")
     p.add_argument(
         "--arch", default="vit_small", help="vit_tiny | vit_small | vit_base | vit_large | vit_huge"
@@ -109,6 +115,9 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
             root=args.data_root if args.data_root is not None else cfg.data.root,
             img_size=args.img_size or cfg.data.img_size,
             num_workers=args.num_workers if args.num_workers is not None else cfg.data.num_workers,
+            fraction=args.data_fraction if args.data_fraction is not None else cfg.data.fraction,
+            subset_seed=args.data_seed if args.data_seed is not None else cfg.data.subset_seed,
+            file_list=args.data_list if args.data_list is not None else cfg.data.file_list,
         ),
         model=r(cfg.model, arch=args.arch, init=args.init),
         tokenizer=r(cfg.tokenizer, kind=args.tokenizer or cfg.tokenizer.kind),
