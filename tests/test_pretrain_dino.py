@@ -249,3 +249,22 @@ def test_subsets_are_deterministic_and_recorded(tmp_path: Path, demo_coco: Path)
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
     assert (saved["fraction"], saved["subset_seed"], saved["file_list"]) == (0.25, 7, None)
     assert make_plan(cfg, len(ds.files), 1).steps_per_epoch == len(ds.files) // 8
+
+
+def test_benchmark_builds_the_multicrop_batch() -> None:
+    from pretrain.benchmark import add_relative_times, local_size_for, synthetic_batch  # noqa: PLC0415
+
+    assert local_size_for(224, 16) == 96 and local_size_for(96, 16) == 48 and local_size_for(32, 16) == 16
+    batch = synthetic_batch("dino", 2, 32, 16, torch.device("cpu"), (3, 16))
+    assert batch["global_crops"].shape == (2, 2, 3, 32, 32) and batch["local_crops"].shape == (
+        2,
+        3,
+        3,
+        16,
+        16,
+    )
+    assert _dino()(batch)["loss"].ndim == 0
+    rows = add_relative_times(
+        [{"method": m, "arch": "a", "step_ms": t} for m, t in (("splitmask", 2.0), ("dino", 3.0))]
+    )
+    assert rows[1]["time_vs_splitmask"] == 1.5 and rows[1]["time_vs_beit"] is None
