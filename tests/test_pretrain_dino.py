@@ -268,3 +268,24 @@ def test_benchmark_builds_the_multicrop_batch() -> None:
         [{"method": m, "arch": "a", "step_ms": t} for m, t in (("splitmask", 2.0), ("dino", 3.0))]
     )
     assert rows[1]["time_vs_splitmask"] == 1.5 and rows[1]["time_vs_beit"] is None
+
+
+def test_table1_recipes_keep_the_number_of_updates() -> None:
+    import runpy  # noqa: PLC0415
+
+    configs = {
+        p.stem: runpy.run_path(str(p))["config"]
+        for p in sorted((REPO / "pretrain_configs").glob("dino_*.py"))
+    }
+    images = {"imagenet_full": 1_281_167, "imagenet_10pct": 128_116, "imagenet_1pct": 12_811, "coco": 118_287}
+    updates = {}
+    for name, cfg in configs.items():
+        assert cfg.model.method == "dino" and cfg.dino.out_dim == 65536 and cfg.optim.weight_decay == 0.04
+        key = name.removeprefix("dino_vits_")
+        updates[key] = cfg.schedule.epochs * images[key]
+        # The prototypes stay frozen for about one full-ImageNet epoch of updates.
+        assert cfg.dino.freeze_last_layer_epochs * images[key] == pytest.approx(
+            images["imagenet_full"], rel=0.1
+        )
+    assert set(updates) == set(images)
+    assert all(u == pytest.approx(300 * 1_281_167, rel=0.1) for u in updates.values()), updates
