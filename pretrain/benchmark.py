@@ -1,14 +1,17 @@
-"""Pretraining steps of SplitMask, BEiT and MAE: images/s, peak memory, model FLOP utilisation.
+"""Pretraining steps of SplitMask, BEiT, MAE and DINO: images/s, peak memory, model FLOP utilisation.
 
-    python tools/benchmark.py pretrain --methods splitmask beit mae --archs vit_small vit_base
+    python tools/benchmark.py pretrain --methods splitmask beit mae dino --archs vit_small vit_base
 
 A step is the full training step with the reference settings (224 px, random-projection tokenizer with
 8192 words, SplitMask's 2-block decoder, MAE's 512 x 8 decoder, drop path 0.1, AdamW, bf16 on GPU),
 on a synthetic batch already on the device (images plus the per-image masks the data workers would
-make), so data loading is excluded. FLOPs: fvcore's count of one forward (multiply-adds, x2 for
-FLOPs, SDPA included), x3 for forward + backward of the trainable part; the tokenizer's matmul runs
-without gradient and is counted once. The table also gives each method's step time relative to BEiT
-and to MAE of the same size (Table 8 of the paper: SplitMask 34.0 h vs BEiT 32.5 h).
+make), so data loading is excluded. DINO's step has the multi-crop views (2 global crops at the
+image size, `--local-crops` local crops at `--local-size`, 96 px at 224), its 65,536-prototype head,
+the teacher's forward and the EMA update; an image counts once, whatever its number of crops.
+FLOPs: fvcore's count of one forward (multiply-adds, x2 for FLOPs, SDPA included), x3 for forward +
+backward of the trainable part; what runs without gradient (the tokenizer's matmul, DINO's teacher)
+is counted once. The table also gives each method's step time relative to SplitMask, BEiT and MAE of
+the same size (Table 8 of the paper: SplitMask 34.0 h vs BEiT 32.5 h).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from engine.benchmarking import benchmark_device, peak_tflops, print_table, time
 from engine.optim import build_adamw
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 
-from .config import MaskConfig, ModelConfig
+from .config import DinoConfig, MaskConfig, ModelConfig
 from .methods import METHODS, build_encoder, build_masking, build_method, needs_tokenizer
 from .tokenizers import build_tokenizer
 
@@ -39,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP count (and MFU)")
+    p.add_argument("--local-crops", type=int, default=10, help="DINO's local crops per image")
+    p.add_argument(
+        "--local-size", type=int, default=None, help="DINO's local crop side (default 96 at 224, scaled)"
+    )
+    p.add_argument("--dino-out-dim", type=int, default=65536, help="DINO's prototypes")
 
 
 def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
@@ -63,8 +71,13 @@ class _LossOf(nn.Module):
         return self.method(dict(zip(self.keys, tensors)))["loss"]
 
 
+# Modules that run without gradient: one forward per step, no backward.
+_NO_GRAD_MODULES = ("method.tokenizer", "method.teacher_head")
+
+
 def train_flops(method: nn.Module, batch: dict[str, torch.Tensor]) -> float:
-    """FLOPs of one training step on `batch`: 3 x forward of the trainable part + the tokenizer once."""
+    """FLOPs of one training step on `batch`: 3 x forward of the trainable part + the no-gradient
+    parts (tokenizer, DINO's teacher: its backbone is `method.encoder`) once."""
     from fvcore.nn import FlopCountAnalysis
 
     keys = list(batch)
@@ -77,16 +90,35 @@ def train_flops(method: nn.Module, batch: dict[str, torch.Tensor]) -> float:
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         total = analysis.total()
-        tokenizer = analysis.by_module().get("method.tokenizer", 0)
+        by_module = analysis.by_module()
+        frozen = _NO_GRAD_MODULES + (("method.encoder",) if hasattr(method, "teacher_head") else ())
+        once = sum(by_module.get(name, 0) for name in frozen)
     method.train(was_training)
-    return 2.0 * (3 * (total - tokenizer) + tokenizer)
+    return 2.0 * (3 * (total - once) + once)
+
+
+def local_size_for(img_size: int, patch_size: int) -> int:
+    """DINO's 96 px local crops at 224, scaled to `img_size` and rounded to whole patches."""
+    return max(patch_size, round(img_size * 96 / 224 / patch_size) * patch_size)
 
 
 def synthetic_batch(
-    method: str, batch_size: int, img_size: int, patch_size: int, device: torch.device
+    method: str,
+    batch_size: int,
+    img_size: int,
+    patch_size: int,
+    device: torch.device,
+    local_crops: tuple[int, int] = (10, 96),
 ) -> dict[str, torch.Tensor]:
-    """Random normalised images plus the masks the data workers would make for `method`."""
+    """Random normalised images plus the masks the data workers would make for `method` (DINO:
+    2 global crops and `local_crops` = (number, side) local crops per image)."""
     g = torch.Generator().manual_seed(0)
+    if method == "dino":
+        number, side = local_crops
+        return {
+            "global_crops": torch.randn(batch_size, 2, 3, img_size, img_size, generator=g).to(device),
+            "local_crops": torch.randn(batch_size, number, 3, side, side, generator=g).to(device),
+        }
     batch = {"images": torch.randn(batch_size, 3, img_size, img_size, generator=g)}
     grid = (img_size // patch_size,) * 2
     masking = build_masking(method, MaskConfig(), grid)
@@ -104,18 +136,25 @@ def bench(
     torch.manual_seed(0)
     cfg = ModelConfig(method=method_name, arch=arch)
     tokenizer = build_tokenizer(vocab_size=args.vocab_size) if needs_tokenizer(cfg) else None
-    method = build_method(cfg, build_encoder(cfg, args.img_size), tokenizer).to(device).train()
+    dino = DinoConfig(out_dim=args.dino_out_dim, local_crops_number=args.local_crops)
+    method = build_method(cfg, build_encoder(cfg, args.img_size), tokenizer, dino).to(device).train()
     optimizer = build_adamw(method, lr=1e-4, weight_decay=0.05)
     scaler = make_grad_scaler(precision, device)
-    batch = synthetic_batch(method_name, args.batch_size, args.img_size, cfg.patch_size, device)
+    local = (args.local_crops, args.local_size or local_size_for(args.img_size, cfg.patch_size))
+    batch = synthetic_batch(method_name, args.batch_size, args.img_size, cfg.patch_size, device, local)
 
     def step() -> None:
         with autocast(precision, device):
             loss = method(batch)["loss"]
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        if hasattr(method, "before_update"):  # DINO: weight-decay schedule (step 1: prototypes train)
+            method.before_update(1, 2, 1, optimizer)
         scaler.step(optimizer)
         scaler.update()
+        if hasattr(method, "after_update"):  # DINO: the teacher's EMA
+            method.after_update(1, 2, 1)
 
     timing = time_steps(step, device, warmup=args.warmup, iters=args.iters)
     row: dict[str, Any] = {
@@ -141,10 +180,10 @@ def bench(
 
 
 def add_relative_times(rows: list[dict]) -> list[dict]:
-    """Step time of each row relative to BEiT's and MAE's of the same arch (when measured)."""
+    """Step time of each row relative to SplitMask's, BEiT's and MAE's of the same arch (when measured)."""
     by_key = {(r["method"], r["arch"]): r["step_ms"] for r in rows}
     for r in rows:
-        for ref in ("beit", "mae"):
+        for ref in ("splitmask", "beit", "mae"):
             base = by_key.get((ref, r["arch"]))
             r[f"time_vs_{ref}"] = r["step_ms"] / base if base else None
     return rows

@@ -4,6 +4,7 @@
     target-ssl-pretrain --config splitmask_ade20k_vitb.py --data-root $ADE --arch vit_small
     target-ssl-pretrain --config demo_splitmask_vit_tiny.py --epochs 2
     target-ssl-pretrain --data coco --data-root $COCO --method splitmask --arch vit_small   # no file
+    target-ssl-pretrain --data folder --data-root $IMNET/train --data-fraction 0.01 --method dino
     torchrun --nproc_per_node 8 -m pretrain.cli --config beit_coco_vitb.py --data-root $COCO
 
 From a checkout, `python tools/pretrain.py` takes the same flags. `--config` names a file of
@@ -73,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="images per process and micro-batch")
     p.add_argument("--accum-iter", type=int, default=None, help="micro-batches per update")
     p.add_argument("--blr", type=float, default=None, help="base lr; lr = blr * total batch / 256")
+    p.add_argument("--data-fraction", type=float, default=None,
+                   help="train on a seeded random fraction of the images (e.g. 0.01 for 1%%): data.fraction")
+    p.add_argument("--data-seed", type=int, default=None, help="seed of --data-fraction's draw: data.subset_seed")
+    p.add_argument("--data-list", default=None,
+                   help="train on the images listed in this file (one path or file name a line): data.file_list")
     p.add_argument("--img-size", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp16", "fp32"))
@@ -119,6 +125,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     epochs = None if args.epochs is None else ("none" if args.epochs == AUTO else str(args.epochs))
     flags = {
         "data.name": args.data, "data.root": args.data_root, "data.img_size": args.img_size,
+        "data.fraction": args.data_fraction, "data.subset_seed": args.data_seed, "data.file_list": args.data_list,
         "data.num_workers": args.num_workers, "model.method": args.method, "model.arch": args.arch,
         "model.init": args.init, "tokenizer.kind": args.tokenizer, "schedule.epochs": epochs,
         "schedule.batch_size": args.batch_size, "schedule.accum_iter": args.accum_iter,

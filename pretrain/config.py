@@ -12,10 +12,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine.config import OptimConfig, RunConfig
+from engine.config import ConfigError, OptimConfig, RunConfig
 
 __all__ = [
     "DataConfig",
+    "DinoConfig",
     "MaskConfig",
     "ModelConfig",
     "PretrainConfig",
@@ -43,9 +44,19 @@ class DataConfig:
     img_size: int = 224
     num_workers: int = 8
     max_images: int | None = None  # use only the first N files (quick experiments)
+    # Subsets for sample-efficiency studies (Table 1: ImageNet 1% / 10%), applied in this order:
+    # file_list (one path per line: absolute, relative to the root, or a unique file name), then a
+    # seeded random fraction of what is left, then max_images. The same seed selects the same files.
+    file_list: str | None = None
+    fraction: float | None = None  # in (0, 1]; None: all files
+    subset_seed: int = 0
     max_broken_fraction: float = 0.01
     broken_check_after: int = 1000  # attempted images before the fraction is enforced
     max_retries: int = 10  # replacement images tried for one broken sample
+
+    def __post_init__(self) -> None:
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ConfigError(f"data.fraction must be in (0, 1] (e.g. 0.01 for 1%), got {self.fraction}")
 
 
 @dataclass
@@ -73,7 +84,7 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    method: Literal["splitmask", "beit", "mae"] = "splitmask"
+    method: Literal["splitmask", "beit", "mae", "dino"] = "splitmask"
     arch: str = "vit_small"
     patch_size: int = 16
     pos_embed: Literal["sincos", "learned"] = "sincos"
@@ -99,6 +110,53 @@ class ModelConfig:
 
 
 @dataclass
+class DinoConfig:
+    """DINO (Caron et al. 2021): head, loss, teacher and schedules, and its multi-crop views.
+
+    The global crops have `data.img_size` pixels; local crops `local_crop_size` (a multiple of the
+    patch size). Schedules run over the whole run: the teacher momentum and the weight decay follow
+    a cosine from their start to their end value, the teacher temperature rises linearly from
+    `warmup_teacher_temp` to `teacher_temp` over `warmup_teacher_temp_epochs` epochs.
+    """
+
+    out_dim: int = 65536  # prototypes K
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04  # 0.07 with warm-up from 0.04 over 30 epochs is the paper's option
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    center_momentum: float = 0.9
+    momentum_teacher: float = 0.996  # -> 1.0, cosine
+    weight_decay_end: float = 0.4  # from optim.weight_decay (0.04), cosine
+    freeze_last_layer_epochs: int = 1
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)
+    local_crops_number: int = 10
+    local_crop_size: int = 96
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)
+
+    def __post_init__(self) -> None:
+        for key in (
+            "out_dim",
+            "hidden_dim",
+            "bottleneck_dim",
+            "student_temp",
+            "teacher_temp",
+            "warmup_teacher_temp",
+        ):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"dino.{key} must be positive, got {getattr(self, key)}")
+        if not 0 <= self.momentum_teacher <= 1 or not 0 <= self.center_momentum <= 1:
+            raise ConfigError("dino.momentum_teacher and dino.center_momentum must be in [0, 1]")
+        for key in ("global_crop_scale", "local_crop_scale"):
+            lo, hi = getattr(self, key)
+            if not 0 < lo <= hi <= 1:
+                raise ConfigError(f"dino.{key} must be (min, max) with 0 < min <= max <= 1, got {(lo, hi)}")
+        if self.local_crops_number < 0:
+            raise ConfigError(f"dino.local_crops_number must be >= 0, got {self.local_crops_number}")
+
+
+@dataclass
 class ScheduleConfig:
     """Length and batch. lr = blr * (batch_size * world_size * accum_iter) / 256 unless blr is None,
     in which case optim.lr is used as given."""
@@ -117,6 +175,7 @@ class PretrainConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(
@@ -137,8 +196,11 @@ def default_config(method: str = "splitmask", data: str = "demo") -> PretrainCon
     """Reference hyper-parameters for `method` on `data`.
 
     BEiT / SplitMask: AdamW (0.9, 0.999), wd 0.05, blr 1.875e-4 (1.5e-3 at 2048), clip 3.0.
-    MAE: AdamW (0.9, 0.95), blr 1.5e-4, no clipping. Demo: 128 px, batch 16, blr 4e-3, 2 workers,
-    a log line per update.
+    MAE: AdamW (0.9, 0.95), blr 1.5e-4, no clipping. DINO: AdamW (0.9, 0.999), wd 0.04 -> 0.4,
+    blr 5e-4, clip 3.0, lr down to 1e-6 at batch 256, 2 x 224 + 10 x 96 crops (warm-up: the
+    default epochs / 30, i.e. DINO's 10 of 300 ImageNet epochs under the constant-updates rule).
+    Demo: 128 px, batch 16, blr 4e-3, 2 workers, a log line per update (DINO: 64 px local crops,
+    6 of them, 4096 prototypes).
     """
     cfg = PretrainConfig()
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, method=method))
@@ -149,6 +211,14 @@ def default_config(method: str = "splitmask", data: str = "demo") -> PretrainCon
             optim=dataclasses.replace(cfg.optim, betas=(0.9, 0.95), clip_grad=None),
             schedule=dataclasses.replace(cfg.schedule, blr=1.5e-4),
         )
+    if method == "dino":
+        cfg = dataclasses.replace(
+            cfg,
+            optim=dataclasses.replace(
+                cfg.optim, weight_decay=0.04, clip_grad=3.0, final_lr_ratio=1e-6 / 5e-4
+            ),
+            schedule=dataclasses.replace(cfg.schedule, blr=5e-4),
+        )
     if data == "demo":
         # Few images and few epochs: a larger base lr so the loss visibly falls, a point per update.
         cfg = dataclasses.replace(
@@ -157,6 +227,11 @@ def default_config(method: str = "splitmask", data: str = "demo") -> PretrainCon
             schedule=dataclasses.replace(cfg.schedule, batch_size=16, blr=4e-3),
             run=dataclasses.replace(cfg.run, log_every=1),
         )
+        if method == "dino":
+            cfg = dataclasses.replace(
+                cfg,
+                dino=dataclasses.replace(cfg.dino, local_crop_size=64, local_crops_number=6, out_dim=4096),
+            )
     return cfg
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
+from engine.config import ConfigError
 from engine.images import UnreadableImageError, read_rgb
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "collate",
     "list_images",
     "resolve_root",
+    "select_subset",
 ]
 
 DATASETS = ("coco", "ade20k", "lvis", "folder", "demo")
@@ -200,6 +203,67 @@ def list_images(name: str, root: str | os.PathLike | None = None) -> list[Path]:
     return files
 
 
+def _read_file_list(path: Path, files: Sequence[Path], root: Path) -> list[Path]:
+    """The files of `files` named by the lines of `path` (absolute, relative to `root`, or a unique
+    file name, e.g. SimCLR's ImageNet 1% list); blank lines and `#` comments are skipped."""
+    try:
+        lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read --data-list {path} ({e}); give a text file with one image per line"
+        ) from e
+    by_path = {str(f): f for f in files}
+    by_path.update({str(f.relative_to(root)): f for f in files if f.is_relative_to(root)})
+    name_count = Counter(f.name for f in files)
+    by_name = {f.name: f for f in files}
+    chosen, unknown, ambiguous = set(), [], []
+    for entry in filter(None, lines):
+        found = by_path.get(entry) or by_path.get(str(root / entry))
+        if found is None and name_count[entry] > 1:
+            ambiguous.append(entry)
+        elif found is None and entry not in by_name:
+            unknown.append(entry)
+        else:
+            chosen.add(found or by_name[entry])
+    if unknown:
+        problem = f"{len(unknown)} entries are not images of this source (e.g. {', '.join(unknown[:3])})"
+    elif ambiguous:
+        problem = f"{len(ambiguous)} file names are not unique (e.g. {', '.join(ambiguous[:3])}); give paths"
+    elif not chosen:
+        problem = "it lists no images"
+    else:
+        return sorted(chosen)
+    raise ConfigError(
+        f"--data-list {path}: {problem}; list images under {root} (absolute, relative to it, or by name)"
+    )
+
+
+def select_subset(
+    files: Sequence[Path],
+    root: Path,
+    file_list: str | os.PathLike | None = None,
+    fraction: float | None = None,
+    seed: int = 0,
+) -> list[Path]:
+    """A deterministic subset of `files` for sample-efficiency runs (kept in their sorted order).
+
+    Args:
+        files: the source's images (`list_images`); root: the source root (for relative entries).
+        file_list: only the files this text file lists (see `_read_file_list`).
+        fraction: then a random max(1, round(fraction * n)) of them, drawn with `seed`.
+    Returns:
+        the selected files; the same arguments always give the same files.
+    """
+    selected = list(files)
+    if file_list is not None:
+        selected = _read_file_list(Path(file_list), selected, root)
+    if fraction is not None and fraction < 1:
+        n = max(1, round(fraction * len(selected)))
+        keep = np.random.default_rng(seed).permutation(len(selected))[:n]
+        selected = [selected[i] for i in sorted(keep)]
+    return selected
+
+
 def build_transform(preset: str, img_size: int) -> v2.Compose:
     """PIL image -> normalised float tensor (3, img_size, img_size).
 
@@ -237,13 +301,14 @@ class UnlabeledImages(Dataset):
 
     Args:
         files: image paths.
-        transform: PIL image -> (3, H, W) tensor.
+        transform: PIL image -> (3, H, W) tensor, or -> a dict of view tensors (multi-crop).
         masking: optional callable `rng -> dict[str, Tensor]` (see `pretrain.masking`), called after the
             transform with the sample's generator.
         seed: base seed; sample i of epoch e uses seeds derived from (seed, e, i) only.
         max_retries: replacement images tried when an image is broken before giving up.
 
-    Item: `{"images": (3, H, W), **mask tensors, "skipped": int, "skipped_files": list[str]}`.
+    Item: `{"images": (3, H, W), **mask tensors, "skipped": int, "skipped_files": list[str]}` (the
+    transform's entries instead of "images" when it returns a dict).
     """
 
     def __init__(
@@ -293,7 +358,9 @@ class UnlabeledImages(Dataset):
         # drop path when num_workers=0) is untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch_seed)
-            sample = {"images": self.transform(image)}
+            views = self.transform(image)
+        # One view under "images"; a multi-view transform (DINO's crops) names its own entries.
+        sample = dict(views) if isinstance(views, dict) else {"images": views}
         if self.masking is not None:
             sample.update(self.masking(rng))
         sample["skipped"] = len(broken)

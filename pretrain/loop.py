@@ -27,8 +27,9 @@ from engine.trainer import RunContext, Task, TrainSetup, fit
 from ssl_backbones import export_encoder, load_encoder_weights
 
 from .config import PretrainConfig, resolve_epochs
-from .data import UnlabeledImages, build_transform, collate, list_images
+from .data import UnlabeledImages, build_transform, collate, list_images, resolve_root, select_subset
 from .methods import build_encoder, build_masking, build_method, needs_tokenizer
+from .multicrop import MultiCropTransform
 from .tokenizers import PatchTokenizer, build_tokenizer, sample_patches
 
 __all__ = ["train", "PretrainTask", "build_dataset", "build_tokenizer_for_run", "Plan", "make_plan"]
@@ -77,19 +78,38 @@ def _augment_preset(cfg: PretrainConfig) -> str:
 
 
 def build_dataset(cfg: PretrainConfig, seed_offset: int = 0, with_masks: bool = True) -> UnlabeledImages:
-    """The training images with the run's augmentation (and per-image masks)."""
-    files = list_images(cfg.data.name, cfg.data.root)
-    if cfg.data.max_images is not None:
-        files = files[: cfg.data.max_images]
+    """The training images (the configured subset) with the run's augmentation (and per-image masks)."""
+    d = cfg.data
+    files = list_images(d.name, d.root)
+    if d.file_list is not None or d.fraction is not None:
+        files = select_subset(files, resolve_root(d.name, d.root), d.file_list, d.fraction, d.subset_seed)
+    if d.max_images is not None:
+        files = files[: d.max_images]
     preset = _augment_preset(cfg)
     grid = (cfg.data.img_size // cfg.model.patch_size,) * 2
     masking = build_masking(cfg.model.method, cfg.mask, grid, preset == "small") if with_masks else None
     return UnlabeledImages(
         files,
-        build_transform(preset, cfg.data.img_size),
+        _multicrop(cfg) if cfg.model.method == "dino" else build_transform(preset, cfg.data.img_size),
         masking,
         seed=cfg.run.seed + seed_offset,
         max_retries=cfg.data.max_retries,
+    )
+
+
+def _multicrop(cfg: PretrainConfig) -> MultiCropTransform:
+    k, p = cfg.dino, cfg.model.patch_size
+    if k.local_crop_size % p or cfg.data.img_size % p:
+        raise ConfigError(
+            f"DINO crops must be multiples of the patch size {p}: data.img_size={cfg.data.img_size}, "
+            f"dino.local_crop_size={k.local_crop_size}; e.g. --set dino.local_crop_size={max(p, round(k.local_crop_size / p) * p)}"
+        )
+    return MultiCropTransform(
+        cfg.data.img_size,
+        tuple(k.global_crop_scale),
+        k.local_crops_number,
+        k.local_crop_size,
+        tuple(k.local_crop_scale),
     )
 
 
@@ -171,7 +191,8 @@ def _resolve(cfg: PretrainConfig, plan: Plan, precision: str) -> PretrainConfig:
 
 
 class PretrainTask(Task):
-    """Self-supervised pretraining (SplitMask, BEiT, MAE); exports the encoder at the end."""
+    """Self-supervised pretraining (SplitMask, BEiT, MAE, DINO); exports the encoder at the end
+    (`method.encoder`: DINO's is the teacher's backbone)."""
 
     name = "pretrain"
     # What a resumed run may change: its length (and what is derived from it) and the loader processes.
@@ -201,18 +222,24 @@ class PretrainTask(Task):
         )  # fmt: skip
         tokenizer = self._tokenizer(ctx)
         encoder = build_encoder(cfg.model, cfg.data.img_size)
-        method = build_method(cfg.model, encoder, tokenizer).to(ctx.device)
+        method = build_method(cfg.model, encoder, tokenizer, cfg.dino, cfg.optim.weight_decay).to(ctx.device)
         if tokenizer is not None and ctx.info.distributed:
             # Identical targets on every rank even if k-means ran non-deterministically on the GPUs.
             torch.distributed.broadcast(method.tokenizer.vocab, src=0)
         if cfg.model.init and ctx.resume_state is None:
             load_encoder_weights(method.encoder, cfg.model.init, allow_pickle=cfg.run.allow_pickle)
+            if hasattr(method, "on_encoder_loaded"):  # DINO: the student starts from it too
+                method.on_encoder_loaded()
         self.encoder_meta = _encoder_meta(cfg, plan.epochs, encoder)
+        self.plan = plan
+        self.optimizer = build_adamw(
+            method, plan.lr, cfg.optim.weight_decay, tuple(cfg.optim.betas), eps=cfg.optim.eps
+        )
         s = cfg.schedule
         return TrainSetup(
             config=cfg,
             model=method,
-            optimizer=build_adamw(method, plan.lr, cfg.optim.weight_decay, tuple(cfg.optim.betas), eps=cfg.optim.eps),
+            optimizer=self.optimizer,
             dataset=dataset,
             sampler=ResumableSampler(len(dataset), shuffle=True, seed=cfg.run.seed, drop_last=True),
             collate_fn=collate,
@@ -233,6 +260,16 @@ class PretrainTask(Task):
 
     def step(self, model: torch.nn.Module, batch: dict, ctx: RunContext) -> dict[str, torch.Tensor]:
         return model(_to_device(batch, ctx.device))
+
+    # Per-update hooks of methods that have them (DINO: frozen prototypes, weight-decay schedule,
+    # EMA teacher); SplitMask, BEiT and MAE have none.
+    def before_update(self, model: torch.nn.Module, step: int) -> None:
+        if hasattr(model, "before_update"):
+            model.before_update(step, self.plan.total_steps, self.plan.steps_per_epoch, self.optimizer)
+
+    def after_update(self, model: torch.nn.Module, step: int) -> None:
+        if hasattr(model, "after_update"):
+            model.after_update(step, self.plan.total_steps, self.plan.steps_per_epoch)
 
     def meta(self) -> dict[str, Any]:
         return self.encoder_meta

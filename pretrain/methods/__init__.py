@@ -11,15 +11,17 @@ import torch.nn as nn
 
 from ssl_backbones.vit import VisionTransformer, create_vit
 
-from ..config import MaskConfig, ModelConfig
+from ..config import DinoConfig, MaskConfig, ModelConfig
 from ..masking import BlockMasking, SplitMasking, UniformMasking
 from ..tokenizers import PatchTokenizer
 from .beit import BEiT
+from .dino import DINO
 from .mae import MAE
 from .splitmask import SplitMask, symmetric_info_nce
 
 __all__ = [
     "BEiT",
+    "DINO",
     "MAE",
     "METHODS",
     "SplitMask",
@@ -30,7 +32,7 @@ __all__ = [
     "symmetric_info_nce",
 ]
 
-METHODS = ("splitmask", "beit", "mae")
+METHODS = ("splitmask", "beit", "mae", "dino")
 
 
 def needs_tokenizer(model: ModelConfig) -> bool:
@@ -56,8 +58,14 @@ def build_encoder(model: ModelConfig, img_size: int) -> VisionTransformer:
 
 
 def build_method(
-    model: ModelConfig, encoder: VisionTransformer, tokenizer: PatchTokenizer | None
+    model: ModelConfig,
+    encoder: VisionTransformer,
+    tokenizer: PatchTokenizer | None,
+    dino: DinoConfig | None = None,
+    weight_decay: float = 0.04,
 ) -> nn.Module:
+    """The method of `model.method` around `encoder`. DINO reads `dino` (default: the paper's
+    recipe) and the start of its weight-decay schedule, `weight_decay` (optim.weight_decay)."""
     if model.method == "splitmask":
         return SplitMask(
             encoder,
@@ -81,13 +89,31 @@ def build_method(
             mask_ratio=model.mae_mask_ratio,
             norm_pix_loss=model.norm_pix_loss,
         )
+    if model.method == "dino":
+        d = dino or DinoConfig()
+        return DINO(
+            encoder,
+            out_dim=d.out_dim,
+            hidden_dim=d.hidden_dim,
+            bottleneck_dim=d.bottleneck_dim,
+            student_temp=d.student_temp,
+            teacher_temp=d.teacher_temp,
+            warmup_teacher_temp=d.warmup_teacher_temp,
+            warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs,
+            center_momentum=d.center_momentum,
+            momentum_teacher=d.momentum_teacher,
+            weight_decay=weight_decay,
+            weight_decay_end=d.weight_decay_end,
+            freeze_last_layer_epochs=d.freeze_last_layer_epochs,
+        )
     raise ValueError(f"unknown method {model.method!r}; choose one of {METHODS}")
 
 
 def build_masking(
     method: str, mask: MaskConfig, grid: tuple[int, int], small_recipe: bool = False
 ) -> Callable[[np.random.Generator], dict[str, torch.Tensor]] | None:
-    """The per-image mask made in the data workers for `method` (None for MAE: it masks on the device)."""
+    """The per-image mask made in the data workers for `method` (None for MAE: it masks on the device;
+    None for DINO: it masks nothing)."""
     kind = mask.kind
     if kind == "auto":
         kind = "uniform" if small_recipe else "block"
@@ -97,6 +123,6 @@ def build_masking(
         if kind == "uniform":
             return UniformMasking(grid, mask.uniform_ratio)
         return BlockMasking(grid, mask.beit_num_masked, mask.min_block, mask.max_block)
-    if method == "mae":
+    if method in ("mae", "dino"):
         return None
     raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
