@@ -181,6 +181,14 @@ def results_table(results: dict, args: argparse.Namespace, wall: float) -> tuple
                   "wall_time_s": round(wall, 1)}
 
 
+def _demo_log_handler(path: Path) -> logging.Handler:
+    """The demo's own record of all its stages: a handler `setup_logging` does not own, so the
+    stages' calls (which replace the handlers it installed) leave it in place."""
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+    return handler
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     defaults = TINY if args.tiny else FULL
@@ -189,7 +197,18 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(args, name, default)
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out)
+    setup_logging()
+    record = _demo_log_handler(out / "log.txt")  # kept when each stage sets up its own log
+    _log.addHandler(record)
+    try:
+        summary = _run_stages(args, out)
+    finally:
+        _log.removeHandler(record)
+        record.close()
+    return summary
+
+
+def _run_stages(args: argparse.Namespace, out: Path) -> dict:
     start = time.perf_counter()
     _log.info("demo data: %s and %s", ensure_demo_coco(), ensure_demo_ade())
 

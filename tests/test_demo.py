@@ -24,6 +24,9 @@ def test_tiny_demo_pipeline_end_to_end(tmp_path, capsys):
     demo = load_demo_module()
     summary = demo.main(["--tiny", "--output-dir", str(tmp_path), "--seed", "3"])
     printed = capsys.readouterr().out
+    # The demo's own log records every stage, not just its first lines.
+    log = (tmp_path / "log.txt").read_text()
+    assert "[1/3]" in log and "[3/3] UperNet fine-tuning from random_init" in log and "exported the encoder" in log
 
     # The table is built from the runs' own metric files, for both initialisations.
     for init in demo.INITS:

@@ -167,3 +167,18 @@ def test_non_finite_loss_stops_with_a_checkpoint(tmp_path: Path) -> None:
     saved = _state(tmp_path / "nonfinite.pth")
     assert saved["step"] == 0 and "nonfinite.pth" in str(err.value)
     assert all(torch.isfinite(v).all() for k, v in saved["model"].items() if v.is_floating_point())
+
+
+def test_an_explicit_set_wins_over_the_derived_lr_and_warmup() -> None:
+    # The NaN message recommends --set optim.lr=... optim.warmup_steps=...: they must take effect.
+    tool = _load_tool()
+    base = ["--data", "demo", "--epochs", "30", "--batch-size", "16"]
+    derived = make_plan(tool.config_from_args(tool.build_parser().parse_args(base)), 96, 1)
+    assert derived.lr == pytest.approx(4e-3 * 16 / 256) and derived.warmup_steps == 6  # blr and epochs / 30
+    args = tool.build_parser().parse_args(base + ["--set", "optim.lr=2e-5", "optim.warmup_steps=17"])
+    plan = make_plan(tool.config_from_args(args), 96, 1)
+    assert (plan.lr, plan.warmup_steps) == (2e-5, 17)
+    no_warmup = tool.build_parser().parse_args(base + ["--set", "optim.warmup_steps=0"])
+    assert make_plan(tool.config_from_args(no_warmup), 96, 1).warmup_steps == 0
+    with_blr = tool.build_parser().parse_args(base + ["--blr", "1e-3", "--set", "optim.lr=2e-5"])
+    assert make_plan(tool.config_from_args(with_blr), 96, 1).lr == pytest.approx(1e-3 * 16 / 256)  # --blr given too

@@ -230,7 +230,7 @@ def _detector_state(path: str | Path, allow_pickle: bool) -> dict[str, torch.Ten
     obj = load_checkpoint(path, allow_pickle=allow_pickle)
     state = obj.get("model", obj)
     if not any(k.startswith("roi_heads.") for k in state):
-        raise ValueError(
+        raise ConfigError(
             f"{path} holds no Mask R-CNN weights (no roi_heads.* keys); --eval-only needs a detector checkpoint "
             "written by train_det.py (last.pth / best.pth). An encoder checkpoint goes to --weights for training."
         )
