@@ -28,7 +28,6 @@ import torch.distributed as dist
 __all__ = [
     "NonFiniteLossError",
     "check_finite",
-    "save_on_interrupt",
     "REQUEUE_EXIT_CODE",
     "STOP_SIGNALS",
     "StopRequest",
@@ -105,17 +104,6 @@ def check_finite(
         step=step,
         value=value,
     )
-
-
-@contextlib.contextmanager
-def save_on_interrupt(save: Callable[[], Any]) -> Iterator[None]:
-    """On KeyboardInterrupt inside the block, call ``save()`` (e.g. a checkpoint) and re-raise."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        result = save()
-        _log.warning("interrupted; state saved%s", f" to {result}" if result is not None else "")
-        raise
 
 
 class StopRequest:

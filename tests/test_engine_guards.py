@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.guards import NonFiniteLossError, check_finite, save_on_interrupt
+from engine.guards import NonFiniteLossError, check_finite
 
 
 def test_finite_loss_passes_without_callback() -> None:
@@ -42,13 +42,3 @@ def test_failing_callback_does_not_hide_the_loss_error() -> None:
         check_finite(torch.tensor(float("nan")), step=1, on_fail=on_fail)
 
 
-def test_save_on_interrupt() -> None:
-    saved: list[int] = []
-    with pytest.raises(KeyboardInterrupt), save_on_interrupt(lambda: saved.append(1)):
-        raise KeyboardInterrupt
-    assert saved == [1]
-    with save_on_interrupt(lambda: saved.append(2)):
-        pass
-    with pytest.raises(ValueError), save_on_interrupt(lambda: saved.append(3)):
-        raise ValueError
-    assert saved == [1]
