@@ -44,6 +44,19 @@ def _to_float(v: Any) -> float | None:
         return None
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` for json.dumps: NaN / inf -> None (json has no such numbers), tuples -> lists, paths -> str."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 class MetricLogger:
     """Append scalar metrics to ``run_dir/metrics.jsonl`` and TensorBoard (``run_dir/tb``).
 

@@ -56,7 +56,7 @@ from engine.distributed import (
     wrap_ddp,
 )
 from engine.guards import REQUEUE_EXIT_CODE, STOP_SIGNALS, check_finite, should_stop, stop_on_signals
-from engine.logging import MetricLogger, ThroughputMeter, format_seconds, progress, setup_logging
+from engine.logging import MetricLogger, ThroughputMeter, format_seconds, json_safe, progress, setup_logging
 from engine.optim import clip_grad
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.run_dir import RESUME_IGNORED_KEYS, prepare_run_dir
@@ -460,7 +460,7 @@ class Trainer:
                       self.step, self.s.total_steps)
         result = self._result(time.perf_counter() - start, extra)
         if self.ctx.info.is_main:
-            (self.ctx.run_dir / RESULT_FILE).write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+            (self.ctx.run_dir / RESULT_FILE).write_text(json.dumps(json_safe(result), indent=2) + "\n")
         barrier()
         return result
 
@@ -496,15 +496,3 @@ def fit(task: Task, config: Any) -> dict[str, Any]:
 def _no_sync(model: nn.Module):
     """DDP's no_sync for accumulation micro-batches (a no-op context without DDP)."""
     return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

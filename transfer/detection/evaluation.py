@@ -32,7 +32,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from engine.distributed import all_gather_object, is_main_process
-from engine.logging import progress
+from engine.logging import json_safe, progress
 from engine.precision import autocast
 
 __all__ = [
@@ -201,10 +201,6 @@ def format_metrics_table(metrics: dict[str, float], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-
-
 class DetectionEvaluator:
     """Collects detections on every process, gathers them on rank 0 and scores them.
 
@@ -283,7 +279,7 @@ class DetectionEvaluator:
             out.mkdir(parents=True, exist_ok=True)
             if save_results:
                 (out / f"{tag}_results.json").write_text(json.dumps(results))
-            (out / f"{tag}_metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+            (out / f"{tag}_metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
         return metrics
 
 
