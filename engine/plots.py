@@ -55,6 +55,37 @@ def plot_loss_curves(
     return out_png
 
 
+def plot_metric_curves(
+    metrics_path: str | Path, curves: Mapping[str, str], out_png: str | Path, title: str = "", ylabel: str = ""
+) -> Path:
+    """One line per curve (label -> key of one metrics.jsonl) against the step, points marked: for
+    sparse records such as evaluations. Labels sharing their first word share a colour; the ones
+    mentioning "random" are dashed."""
+    records = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    colours: dict[str, str] = {}
+    for label, key in curves.items():
+        steps, values = series(records, key)
+        if not steps:
+            continue
+        group = label.split()[0]
+        style = "--" if "random" in label else "-"
+        line = ax.plot(steps, values, style, marker="o", markersize=3, label=label, color=colours.get(group))[0]
+        colours.setdefault(group, line.get_color())
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
     """Centred moving average of `window` points; near the ends, the mean of the points in reach.
     Centred, so the curve does not lag behind the data as an exponential average does."""

@@ -5,14 +5,15 @@
     target-ssl-pretrain --config demo_splitmask_vit_tiny.py --epochs 2
     target-ssl-pretrain --data coco --data-root $COCO --method splitmask --arch vit_small   # no file
     target-ssl-pretrain --data folder --data-root $IMNET/train --data-fraction 0.01 --method dino
-    torchrun --nproc_per_node 8 -m pretrain.cli --config beit_coco_vitb.py --data-root $COCO
+    target-ssl-pretrain --config demo_splitmask_vit_tiny.py --probe-every 5        # with the health probe
+    torchrun --nproc_per_node 8 -m target_ssl.pretrain --config beit_coco_vitb.py --data-root $COCO
 
 From a checkout, `python tools/pretrain.py` takes the same flags. `--config` names a file of
 `pretrain_configs/` (the paper's recipe per method and target; looked up as given, then under
 ./pretrain_configs/, then in the installed package); without it the recipe is
 `pretrain.config.default_config(--method, --data)`. The other flags are shortcuts that override the
 file's fields when given, and `--set section.field=value` overrides any field of
-`pretrain.config.PretrainConfig` (sections: data, mask, tokenizer, model, schedule, optim, run).
+`pretrain.config.PretrainConfig` (sections: data, mask, tokenizer, model, dino, probe, schedule, optim, run).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pretrain_configs
@@ -32,7 +34,7 @@ from ssl_backbones import ArchitectureMismatchError, CheckpointFormatError
 
 from .config import PretrainConfig, default_config
 from .data import DATASETS, BrokenImagesError, DatasetLayoutError
-from .loop import train
+from .loop import EncoderMonitor, train
 from .methods import METHODS
 from .tokenizers import TOKENIZERS
 
@@ -54,6 +56,9 @@ def _epochs(text: str) -> int | str:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"--epochs must be positive, got {value}")
     return value
+
+
+MonitorFactory = Callable[[PretrainConfig], EncoderMonitor | None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=None, help="seed of --data-fraction's draw: data.subset_seed")
     p.add_argument("--data-list", default=None,
                    help="train on the images listed in this file (one path or file name a line): data.file_list")
+    p.add_argument("--probe-every", type=int, default=None,
+                   help="probe the encoder every N epochs and at the end on a small labelled split of the "
+                        "target, against random init (probe.every_epochs; see pretrain.config.ProbeConfig)")
+    p.add_argument("--probe-data", default=None,
+                   help="labels for the probe: auto (the source's own) | ade20k | coco | folder | demo_ade | demo_coco")
     p.add_argument("--img-size", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp16", "fp32"))
@@ -132,6 +142,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "schedule.blr": args.blr, "run.output_dir": args.output_dir, "run.precision": args.precision,
         "run.device": args.device, "run.resume": args.resume, "run.ckpt_every_steps": args.ckpt_every,
         "run.seed": args.seed, "run.allow_pickle": args.allow_pickle, "run.overwrite": args.overwrite,
+        "probe.every_epochs": args.probe_every, "probe.data": args.probe_data,
     }  # fmt: skip
     return [f"{key}={value}" for key, value in flags.items() if value is not None]
 
@@ -155,14 +166,17 @@ def _explicit_wins(cfg: PretrainConfig, args: argparse.Namespace) -> PretrainCon
     return cfg
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, monitor_factory: MonitorFactory | None = None) -> dict:
+    """Parse, pretrain, print where the encoder went. `monitor_factory(cfg)` builds the encoder
+    monitor that `--probe-every` runs (`target_ssl.pretrain` passes the probe; None: no probe)."""
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        monitor = monitor_factory(cfg) if monitor_factory is not None and cfg.probe.every_epochs else None
     except ConfigError as e:
         sys.exit(f"error: {e}")
     try:
-        result = train(cfg)
+        result = train(cfg, monitor)
     except (ConfigError, DatasetLayoutError, BrokenImagesError, NonFiniteLossError, CheckpointFormatError,
             ArchitectureMismatchError, LegacyPickleError) as e:  # fmt: skip
         # Problems with the inputs: the message says what and how to fix it; no traceback needed.

@@ -157,6 +157,31 @@ class DinoConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """A health probe while pretraining: every `every_epochs` epochs (and at the end), a frozen-feature
+    linear probe of the encoder on a small labelled split of the target, beside the same probe on a
+    random-init encoder of the same shape, plus the features' effective rank (`transfer.probing`).
+    Logged as `val/probe/<metric>/block<t>` and `val/probe_random/...`; `probe_curve.png` at the end.
+
+    data "auto": the labels that come with the pretraining source (ADE20k label maps for ade20k,
+    COCO instance masks for coco and the demo, class folders `train/<class>/` for folder). Needs the
+    `target-ssl-pretrain` command (or `python -m target_ssl.pretrain`), which can import the probe.
+    """
+
+    every_epochs: int = 0  # 0: off
+    data: Literal["auto", "ade20k", "coco", "folder", "demo_ade", "demo_coco"] = "auto"
+    root: str | None = None  # None: data.root
+    img_size: int | None = None  # None: data.img_size
+    max_train: int = 256  # images that fit the probe
+    max_val: int = 128  # images that score it
+    taps: tuple[int, ...] | None = None  # None: the dense adapter's taps (3 5 7 11 of 12 blocks)
+
+    def __post_init__(self) -> None:
+        if self.every_epochs < 0:
+            raise ConfigError(f"probe.every_epochs must be >= 0 (0 turns the probe off), got {self.every_epochs}")
+
+
+@dataclass
 class ScheduleConfig:
     """Length and batch. lr = blr * (batch_size * world_size * accum_iter) / 256 unless blr is None,
     in which case optim.lr is used as given."""
@@ -176,6 +201,7 @@ class PretrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dino: DinoConfig = field(default_factory=DinoConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,24 @@ from torch.utils.data import DataLoader
 
 from engine.config import ConfigError
 from engine.optim import build_adamw
+from engine.plots import plot_metric_curves, read_metrics
 from engine.sampler import ResumableSampler
 from engine.schedules import schedule_from_config
 from engine.trainer import RunContext, Task, TrainSetup, fit
 from ssl_backbones import export_encoder, load_encoder_weights
 
-from .config import PretrainConfig, resolve_epochs
+from .config import PretrainConfig, ProbeConfig, resolve_epochs
 from .data import UnlabeledImages, build_transform, collate, list_images, resolve_root, select_subset
 from .methods import build_encoder, build_masking, build_method, needs_tokenizer
 from .multicrop import MultiCropTransform
 from .tokenizers import PatchTokenizer, build_tokenizer, sample_patches
 
-__all__ = ["train", "PretrainTask", "build_dataset", "build_tokenizer_for_run", "Plan", "make_plan"]
+__all__ = ["train", "PretrainTask", "EncoderMonitor", "build_dataset", "build_tokenizer_for_run", "Plan", "make_plan"]
+
+# A health check of the encoder while it pretrains (e.g. `target_ssl.probe_monitor.ProbeMonitor`):
+# (encoder, device) -> flat metrics. It comes from the tools layer, which may import the transfer
+# code that scores it; this package must not.
+EncoderMonitor = Callable[[torch.nn.Module, torch.device], dict[str, float]]
 
 _log = logging.getLogger("target_ssl")
 
@@ -196,10 +203,13 @@ class PretrainTask(Task):
 
     name = "pretrain"
     # What a resumed run may change: its length (and what is derived from it) and the loader processes.
-    run_length_keys = ("schedule.epochs", "schedule.stop_at_step", "optim.warmup_steps", "data.num_workers")
+    # The probe only reads the encoder, so its settings may change too.
+    run_length_keys = ("schedule.epochs", "schedule.stop_at_step", "optim.warmup_steps", "data.num_workers",
+                       *(f"probe.{f.name}" for f in dataclasses.fields(ProbeConfig)))
 
-    def __init__(self, cfg: PretrainConfig) -> None:
+    def __init__(self, cfg: PretrainConfig, monitor: EncoderMonitor | None = None) -> None:
         self.cfg = cfg
+        self.monitor = monitor
         self.encoder_meta: dict[str, Any] = {}
 
     def _tokenizer(self, ctx: RunContext) -> PatchTokenizer | None:
@@ -271,11 +281,22 @@ class PretrainTask(Task):
         if hasattr(model, "after_update"):
             model.after_update(step, self.plan.total_steps, self.plan.steps_per_epoch)
 
+    def evaluate_at(self, step: int) -> bool:
+        every = self.cfg.probe.every_epochs * self.plan.steps_per_epoch
+        return self.monitor is not None and every > 0 and step % every == 0
+
+    def evaluate(self, model: torch.nn.Module, ctx: RunContext, tag: str) -> dict[str, Any] | None:
+        if self.monitor is None or not self.cfg.probe.every_epochs:
+            return None
+        return self.monitor(model.encoder, ctx.device)
+
     def meta(self) -> dict[str, Any]:
         return self.encoder_meta
 
     def on_end(self, model: torch.nn.Module, ctx: RunContext, finished: bool) -> dict[str, Any]:
         path = ctx.run_dir / "encoder.safetensors"
+        if self.monitor is not None and self.cfg.probe.every_epochs and ctx.info.is_main:
+            _plot_probe_curve(ctx.run_dir)
         if not finished:
             return {"encoder": None}
         if ctx.info.is_main:
@@ -284,9 +305,32 @@ class PretrainTask(Task):
         return {"encoder": Path(path)}
 
 
-def train(cfg: PretrainConfig) -> dict[str, Any]:
+def _plot_probe_curve(run_dir: Path) -> Path | None:
+    """probe_curve.png: each tap's probe score over the run, the encoder's against random init's."""
+    records = read_metrics(run_dir / "metrics.jsonl")
+    keys = sorted({k for r in records for k in r if k.startswith("val/probe/") and k.split("/")[2] in
+                   ("miou", "linear_acc")}, key=lambda k: (k.split("/")[2], int(k.rsplit("block", 1)[1])))
+    if not keys:
+        return None
+    curves = {}
+    for key in keys:
+        metric, tap = key.split("/")[2], key.rsplit("/", 1)[1]
+        curves[f"{tap} pretraining"] = key
+        curves[f"{tap} random init"] = key.replace("val/probe/", "val/probe_random/")
+    return plot_metric_curves(run_dir / "metrics.jsonl", curves, run_dir / "probe_curve.png",
+                              title=f"frozen-feature probe ({metric}, held-out images) while pretraining",
+                              ylabel=metric)
+
+
+def train(cfg: PretrainConfig, monitor: EncoderMonitor | None = None) -> dict[str, Any]:
     """Pretrain as configured. Returns the trainer's result (`engine.trainer`) plus `"encoder"`
-    (None when the run stopped early at `schedule.stop_at_step`)."""
-    result = fit(PretrainTask(cfg), cfg)
+    (None when the run stopped early at `schedule.stop_at_step`). `monitor` runs every
+    `cfg.probe.every_epochs` epochs and at the end; its metrics are logged as `val/*`."""
+    if cfg.probe.every_epochs and monitor is None:
+        raise ConfigError(
+            "probe.every_epochs is set but no probe was given: the probe needs the transfer code, so run "
+            "`target-ssl-pretrain` (or `python -m target_ssl.pretrain` under torchrun) instead of pretrain.cli"
+        )
+    result = fit(PretrainTask(cfg, monitor), cfg)
     result["checkpoint"] = Path(result["checkpoint"])
     return result

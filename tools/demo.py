@@ -13,12 +13,12 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not
 
 from target_ssl.demo import (  # noqa: E402, F401
     FULL,
-    INITS,
     PRETRAIN_DATA,
+    RANDOM,
     TINY,
     build_parser,
     main,
-    results_table,
+    pretraining_config,
     run_pretraining,
     save_pictures,
     transfer_config,

@@ -1,4 +1,4 @@
-"""Shim for `target-ssl-pretrain` run from a checkout: `python tools/pretrain.py --help` (see pretrain.cli)."""
+"""Shim for `target-ssl-pretrain` run from a checkout: `python tools/pretrain.py --help` (see pretrain.cli and target_ssl.pretrain)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ if __name__ == "pretrain":
     del sys.modules["pretrain"]
     sys.modules["pretrain"] = importlib.import_module("pretrain")
 
-from pretrain.cli import build_parser, config_from_args, main  # noqa: E402, F401
+from pretrain.cli import build_parser, config_from_args  # noqa: E402, F401
+from target_ssl.pretrain import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -215,7 +215,8 @@ def probe_with_baseline(
 ) -> tuple[dict[int, TapResult], dict[int, TapResult]]:
     """(encoder's results, random-init twin's results) per tap; the twin's are computed once per
     probe set, shape, taps and seed and cached in `probe_set.baselines`."""
-    taps = [t % encoder.depth for t in (taps if taps is not None else default_out_indices(encoder.depth))]
+    # Unique blocks: shallow encoders repeat taps (2 blocks: the adapter reads 0, 0, 0, 1).
+    taps = list(dict.fromkeys(t % encoder.depth for t in (taps if taps is not None else default_out_indices(encoder.depth))))
     shape = tuple((k, tuple(v.shape)) for k, v in encoder.state_dict().items())
     key = (shape, tuple(taps), seed)
     if key not in probe_set.baselines:
