@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 DATASETS = ("coco", "ade20k", "lvis", "folder", "demo")
-AUGMENTATIONS = ("default", "ade20k", "small")
+AUGMENTATIONS = ("default", "ade20k", "mae", "small")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -269,12 +269,13 @@ def build_transform(preset: str, img_size: int) -> v2.Compose:
 
     default: RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip (BEiT).
     ade20k: the same with the crop's maximum area 25% of the image (the paper's crucial detail).
+    mae: the same with crops of 20-100% of the image (MAE's recipe).
     small: default + colour jitter, grayscale, Gaussian blur, solarisation (the small-data recipe;
         it goes with uniform 75% masking, chosen by the masking config).
     """
     if preset not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")
-    scale = (0.08, 0.25) if preset == "ade20k" else (0.08, 1.0)
+    scale = {"ade20k": (0.08, 0.25), "mae": (0.2, 1.0)}.get(preset, (0.08, 1.0))
     ops: list[Callable] = [
         v2.RandomResizedCrop(img_size, scale=scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
         v2.RandomHorizontalFlip(),

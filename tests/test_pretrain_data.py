@@ -139,10 +139,33 @@ def test_samples_depend_only_on_seed_epoch_index(tmp_path: Path) -> None:
 
 def test_augmentation_presets() -> None:
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8))
-    for preset in ("default", "ade20k", "small"):
+    for preset in ("default", "ade20k", "mae", "small"):
         out = build_transform(preset, 48)(img)
         assert out.shape == (3, 48, 48) and out.dtype == torch.float32
     assert build_transform("ade20k", 48).transforms[0].scale == (0.08, 0.25)
+    assert build_transform("mae", 48).transforms[0].scale == (0.2, 1.0)
     assert build_transform("default", 48).transforms[0].scale == (0.08, 1.0)
     with pytest.raises(ValueError, match="unknown augmentation"):
         build_transform("strong", 48)
+
+
+def test_auto_recipe_follows_the_method_and_the_dataset_size() -> None:
+    from pretrain.config import SMALL_DATASET_IMAGES, default_config
+    from pretrain.loop import augment_preset, make_plan
+
+    big, small = SMALL_DATASET_IMAGES, SMALL_DATASET_IMAGES - 1
+    assert augment_preset(default_config("splitmask", "coco"), 118_287) == "default"
+    assert augment_preset(default_config("mae", "coco"), 118_287) == "mae"
+    assert augment_preset(default_config("splitmask", "ade20k"), 20_210) == "ade20k"  # its own crop rule
+    for method in ("splitmask", "beit", "mae"):  # Cars / DomainNet-sized: the small-data recipe
+        assert augment_preset(default_config(method, "folder"), small) == "small"
+        assert augment_preset(default_config(method, "folder"), big) != "small"
+    assert augment_preset(default_config("dino", "folder"), small) == "default"  # DINO has its multi-crop
+    explicit = default_config("splitmask", "folder")
+    explicit.data.augment = "default"
+    assert augment_preset(explicit, small) == "default"
+    # MAE warms up for 40 of 800 epochs; the others 10 of 300.
+    mae, sm = default_config("mae", "coco"), default_config("splitmask", "coco")
+    assert make_plan(mae, 1000, 1).warmup_steps == round(3000 / 20 * (1000 // 64))
+    assert make_plan(sm, 1000, 1).warmup_steps == round(3000 / 30 * (1000 // 64))
+    assert mae.model.drop_path == 0.0 and sm.model.drop_path == 0.1
