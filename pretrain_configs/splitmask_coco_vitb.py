@@ -6,6 +6,11 @@ optimisation (AdamW (0.9, 0.999), wd 0.05, lr 1.5e-3 at batch 2048 scaled linear
 epochs-equivalent, cosine, clip 3.0, drop path 0.1); 3,000 epochs (the constant-updates rule,
 Table 3 of the paper), 64 images per process (32 processes = 2048). Point it at your copy with
 `--data-root` (or $TARGET_SSL_COCO_ROOT).
+
+Positions: sine-cosine here, so the encoder runs at any resolution unchanged. The paper's models
+pretrained with learned absolute positions and replaced them by sine-cosine for detection;
+`--set model.pos_embed=learned` is that setting (the transfer tools drop the learned table when they
+build a sine-cosine encoder, and resample it for a learned one).
 """
 
 from engine.config import OptimConfig, RunConfig

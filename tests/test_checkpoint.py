@@ -417,3 +417,17 @@ def test_export_of_a_named_size_gets_its_timm_name(tmp_path):
     assert meta["timm_model"] == "vit_tiny_patch16_224" and meta["arch"] == "vit_tiny"
     with pytest.raises(ValueError, match="embed_dim"):
         export_encoder(enc, tmp_path / "bad", {"embed_dim": 384})
+
+
+def test_learned_positions_from_pretraining_give_way_to_sincos_for_detection(tmp_path) -> None:
+    """The paper's setting: pretrain with learned absolute positions, transfer with sine-cosine ones
+    at another resolution; every other weight carries over and nothing is reported missing."""
+    src = randomized(tiny(seed=5, pos_embed="learned"))
+    path = tmp_path / "enc.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    dst = tiny(seed=6, img_size=64, pos_embed="sincos")
+    report = load_encoder_weights(dst, path)
+    assert "pos_embed" not in report.missing
+    for k, v in dst.state_dict().items():
+        if k != "pos_embed":
+            assert torch.equal(v, src.state_dict()[k]), k
