@@ -3,7 +3,7 @@
 Console scripts (pyproject ``[project.scripts]``), each also a module for ``python -m`` / ``torchrun -m``
 and a shim in ``tools/`` for a checkout:
 
-- ``target-ssl-pretrain``  -> :func:`pretrain.cli.main`
+- ``target-ssl-pretrain``  -> :func:`target_ssl.pretrain.main` (:func:`pretrain.cli.main` with the health probe)
 - ``target-ssl-train-det`` -> :func:`transfer.detection.cli.main`
 - ``target-ssl-train-seg`` -> :func:`transfer.segmentation.cli.main`
 - ``target-ssl-demo``      -> :func:`target_ssl.demo.main` (the whole paper on the demo data)
