@@ -113,10 +113,6 @@ def _loader_overrides(args: argparse.Namespace) -> list[str]:
     return ["data.num_workers=0"] if on_cpu or args.tiny else []
 
 
-def row_name(method: str) -> str:
-    return method  # rows: the pretraining method's name, and random_init
-
-
 def pretraining_config(args: argparse.Namespace, out: Path, data: str, method: str, seed: int):
     """`method` on the training images of the demo set `data` ("coco" / "ade" / "cls") -> out/pretrain_<data>[_<method>]."""
     cfg = default_config(method, "demo")
@@ -192,7 +188,7 @@ def run_classification(init: str, encoder: Path | None, args: argparse.Namespace
 
 def save_pictures(out: Path, args: argparse.Namespace, configs: dict, results: dict, seed: int) -> list[Path]:
     """Loss and probe curves, SplitMask's split of a training image, predictions next to the ground truth."""
-    rows = [*(row_name(m) for m in args.methods), RANDOM]
+    rows = [*args.methods, RANDOM]  # a row per pretraining method, and random init
     pretrain_runs = {f"{m} on demo {PRETRAIN_DATA[t].upper()} images": r["run_dir"]
                      for (t, m), r in results["pretrain"].items()}
     pics = [plot_loss_curves({k: Path(v) / "metrics.jsonl" for k, v in pretrain_runs.items()},
@@ -301,8 +297,8 @@ def run_seed(args: argparse.Namespace, out: Path, seed: int) -> dict:
     rows: dict[str, dict[str, float]] = {}
     for step, track in enumerate(args.tracks, start=2):
         for row in [*args.methods, RANDOM]:
-            encoder = encoders.get((track, row))
-            label = row_name(row)
+            encoder = encoders.get((track, row))  # None for random init
+            label = row
             _log.info("[%d/%d] seed %d: %s fine-tuning from %s", step, n_stages, seed,
                       {"det": "Mask R-CNN", "seg": "UperNet", "cls": "classifier"}[track], label)
             if track == "cls":
