@@ -21,14 +21,19 @@ fails here instead of decoding the missing part as grey.
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import torch
 from PIL import Image, ImageFile
+from torchvision.io import ImageReadMode, decode_jpeg
 
-__all__ = ["UnreadableImageError", "decode_rgb", "read_rgb", "read_size", "to_rgb_array"]
+__all__ = ["UnreadableImageError", "decode_rgb", "decode_rgb_tensor", "read_rgb", "read_size", "to_rgb_array"]
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -120,6 +125,45 @@ def decode_rgb(
     except Exception as e:  # any decoder failure means this one file is unreadable
         im.close()
         raise UnreadableImageError(label, _reason(e)) from e
+
+
+def _reduces(wanted: tuple[int, int] | None, size: tuple[int, int]) -> bool:
+    """Whether PIL's draft would decode a `size` JPEG at 1/2 or less for `wanted` (its own rule)."""
+    return wanted is not None and min(size[0] // max(1, wanted[0]), size[1] // max(1, wanted[1])) >= 2
+
+
+def decode_rgb_tensor(
+    source: str | os.PathLike | BinaryIO,
+    want: Callable[[int, int], tuple[int, int] | None] | None = None,
+    name: str | None = None,
+) -> tuple[torch.Tensor, float]:
+    """:func:`decode_rgb` as a (3, H, W) uint8 tensor (channels-last memory), and the scale.
+
+    A JPEG in RGB or gray that is decoded in full goes through ``torchvision.io.decode_jpeg`` (the
+    same libjpeg-turbo pixels as PIL's, 20-30% faster, straight into a tensor; truncated files raise
+    there too); any other file, and any reduced decode, through :func:`decode_rgb`.
+    """
+    label = name if name is not None else str(source)
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            data = bytearray(Path(source).read_bytes())
+        else:
+            data = bytearray(source.read())
+        header = Image.open(io.BytesIO(data))
+    except Exception as e:
+        raise UnreadableImageError(label, _reason(e)) from e
+    wanted = want(*header.size) if want is not None else None
+    if header.format == "JPEG" and header.mode in ("RGB", "L") and not _reduces(wanted, header.size):
+        _check_truncation_policy()
+        try:
+            return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB), 1.0
+        except RuntimeError as e:
+            raise UnreadableImageError(label, _reason(e)) from e
+    image, scale = decode_rgb(io.BytesIO(data), lambda w, h: wanted, label)
+    pixels = np.asarray(image)  # read-only; nothing writes to it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
+        return torch.from_numpy(pixels).permute(2, 0, 1), scale
 
 
 def read_rgb(source: str | os.PathLike | BinaryIO, name: str | None = None) -> np.ndarray:

@@ -38,7 +38,7 @@ MAX_AUTO_EPOCHS = 5000
 class DataConfig:
     """Which unlabeled images, how they are augmented, and how broken files are tolerated."""
 
-    name: Literal["coco", "ade20k", "lvis", "folder", "demo"] = "demo"
+    name: Literal["coco", "ade20k", "lvis", "folder", "wds", "demo"] = "demo"
     root: str | None = None
     augment: Literal["auto", "default", "ade20k", "small"] = "auto"  # auto: ade20k for --data ade20k
     img_size: int = 224

@@ -3,9 +3,9 @@
 `DraftCropTransform(size, scale)` maps an image source (a path or a binary file object) to a uint8
 (3, size, size) tensor: the crop box is drawn by torchvision's `RandomResizedCrop.get_params` on the
 stored image's size (read from the header), so the crop distribution is torchvision's; then a JPEG is
-decoded at 1/2, 1/4 or 1/8 of its size (libjpeg DCT scaling, `engine.images.decode_rgb`) when the
-box still covers at least `size` x `size` decoded pixels, and the box, mapped into decoded pixels,
-is resized to `size` by torch's uint8 antialiased bicubic (PIL's filter, to within one grey level, and
+decoded at 1/2, 1/4 or 1/8 of its size (libjpeg DCT scaling, `engine.images.decode_rgb_tensor`)
+when the box still covers at least `size` x `size` decoded pixels (in full otherwise, by torchvision's
+`decode_jpeg`), and the box, mapped into decoded pixels, is resized to `size` by torch's uint8 antialiased bicubic (PIL's filter, to within one grey level, and
 about 2.5x faster than PIL's on one thread). Then the horizontal flip and the optional colour
 augmentations run on the small uint8 tensor, which is the output: normalisation happens on the
 device (`pretrain.data.normalize_images`), so a batch crosses the bus as uint8.
@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Callable
 from typing import BinaryIO
 
-import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from engine.images import decode_rgb
+from engine.images import decode_rgb_tensor
 
 __all__ = ["DraftCropTransform", "draft_want", "resized_crop"]
 
@@ -51,15 +48,6 @@ def draft_want(box: Box, size: int, width: int, height: int) -> tuple[int, int]:
     return math.ceil(width * size / w), math.ceil(height * size / h)
 
 
-def _as_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) uint8 view of its (H, W, 3) pixels (channels-last memory, the layout
-    torch's uint8 antialiased resize is fastest on)."""
-    pixels = np.asarray(image)  # read-only; nothing writes to it
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
-        return torch.from_numpy(pixels).permute(2, 0, 1)
-
-
 def resized_crop(
     source: str | os.PathLike | BinaryIO,
     draw_box: Callable[[int, int], Box],
@@ -80,11 +68,11 @@ def resized_crop(
         drawn.append(draw_box(width, height))
         return draft_want(drawn[0], size, width, height) if draft else None
 
-    image, scale = decode_rgb(source, want, name)
+    image, scale = decode_rgb_tensor(source, want, name)
     top, left, h, w = drawn[0]
     y0, x0 = round(top / scale), round(left / scale)
     y1, x1 = max(y0 + 1, round((top + h) / scale)), max(x0 + 1, round((left + w) / scale))
-    crop = _as_tensor(image)[:, y0:y1, x0:x1]
+    crop = image[:, y0:y1, x0:x1]
     # torch's uint8 bicubic with antialias equals PIL's bicubic resize to within one grey level.
     out = TF.resize(crop, [size, size], interpolation=InterpolationMode.BICUBIC, antialias=True)
     return out, drawn[0], scale

@@ -8,6 +8,8 @@ Sources (`--data`):
   `val2017/...`), otherwise `train2017/` as for `coco`;
 - `ade20k`: `<root>/images/training/` (`<root>` = ADEChallengeData2016 or its parent);
 - `folder`: every image anywhere under `<root>` (no class sub-folders needed);
+- `wds`: sharded tar files (WebDataset layout, `pretrain.shards`): `<root>` is a folder of `.tar`
+  shards or a brace pattern such as `shards/{000000..000099}.tar`;
 - `demo`: the built-in demo set (`demo_data.ensure_demo_coco`), generated on first use.
 
 Roots default to `$TARGET_SSL_<DATA>_ROOT` (e.g. `TARGET_SSL_COCO_ROOT`), else
@@ -33,7 +35,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -44,6 +46,7 @@ from engine.config import ConfigError
 from engine.images import UnreadableImageError
 
 from .crops import DraftCropTransform
+from .shards import ShardIndex, ShardMember, expand_shards
 
 __all__ = [
     "DATASETS",
@@ -62,13 +65,15 @@ __all__ = [
     "select_subset",
 ]
 
-DATASETS = ("coco", "ade20k", "lvis", "folder", "demo")
+DATASETS = ("coco", "ade20k", "lvis", "folder", "wds", "demo")
 AUGMENTATIONS = ("default", "ade20k", "small")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_ENV_DEFAULT_SUBDIR = {"coco": "coco", "lvis": "coco", "ade20k": "ADEChallengeData2016", "folder": "images"}
+_ENV_DEFAULT_SUBDIR = {
+    "coco": "coco", "lvis": "coco", "ade20k": "ADEChallengeData2016", "folder": "images", "wds": "shards",
+}  # fmt: skip
 
 _LAYOUTS = {
     "coco": (
@@ -87,6 +92,8 @@ _LAYOUTS = {
         "  <root>/annotations/training/*.png   (not needed for pretraining)"
     ),
     "folder": "any folder tree with images (" + ", ".join(IMG_EXTENSIONS) + ") at any depth",
+    "wds": "a folder of .tar shards or a brace pattern, e.g. 'shards/{000000..000099}.tar' "
+    "(write them with: python -m pretrain.make_shards IMAGE_FOLDER shards/)",
 }
 
 
@@ -160,12 +167,17 @@ def _read_json(path: Path) -> dict:
         ) from e
 
 
-def list_images(name: str, root: str | os.PathLike | None = None) -> list[Path]:
-    """The training image files of dataset `name` (see the module docstring), sorted.
+def list_images(name: str, root: str | os.PathLike | None = None) -> list[Path] | ShardIndex:
+    """The training image files of dataset `name` (see the module docstring), sorted; for `wds` the
+    `ShardIndex` of the shards' image members (in shard and tar order).
 
     Raises:
         DatasetLayoutError: missing root / folders / listed files, or no images, with the expected layout.
     """
+    if name == "wds":
+        if root is None:
+            root = str(resolve_root(name, root))
+        return ShardIndex(expand_shards(root))
     root = resolve_root(name, root)
     kind = "coco" if name == "demo" else name
     if not root.is_dir():
@@ -259,13 +271,15 @@ def select_subset(
     Returns:
         the selected files; the same arguments always give the same files.
     """
-    selected = list(files)
+    if isinstance(files, ShardIndex) and file_list is not None:
+        raise ConfigError("--data-list is not supported with --data wds; write shards of the subset instead")
+    selected = files if isinstance(files, ShardIndex) else list(files)
     if file_list is not None:
         selected = _read_file_list(Path(file_list), selected, root)
     if fraction is not None and fraction < 1:
         n = max(1, round(fraction * len(selected)))
-        keep = np.random.default_rng(seed).permutation(len(selected))[:n]
-        selected = [selected[i] for i in sorted(keep)]
+        keep = np.sort(np.random.default_rng(seed).permutation(len(selected))[:n])
+        selected = selected.take(keep) if isinstance(selected, ShardIndex) else [selected[i] for i in keep]
     return selected
 
 
@@ -310,7 +324,7 @@ def normalize_images(batch: dict) -> dict:
     return out
 
 
-def _source(item: Path | Any) -> tuple[Path | BinaryIO, str | None]:
+def _source(item: Path | ShardMember) -> tuple[Path | BinaryIO, str | None]:
     """(what the decoder reads, its name in errors): a path as is; a shard member opened."""
     if isinstance(item, Path):
         return item, None
@@ -342,7 +356,7 @@ class UnlabeledImages(Dataset):
         max_retries: int = 10,
     ) -> None:
         # A folder source's paths, or a shard index (`pretrain.shards.ShardIndex`) of tar members.
-        self.files = files if hasattr(files, "open_member") else [Path(f) for f in files]
+        self.files = files if isinstance(files, ShardIndex) else [Path(f) for f in files]
         if not self.files:
             raise ValueError("UnlabeledImages needs at least one file")
         self.transform = transform
@@ -367,7 +381,9 @@ class UnlabeledImages(Dataset):
         # Torch RNG for the torchvision transforms, forked so the caller's global stream (dropout,
         # drop path when num_workers=0) is untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch_seed)
+            # The CPU generator only: torch.manual_seed also queues a seed per lazy device backend
+            # (a stack trace each, ~2 ms a call); the CPU stream is the same.
+            torch.default_generator.manual_seed(torch_seed)
             for _ in range(self.max_retries + 1):
                 try:
                     views = self.transform(*_source(path))
