@@ -44,7 +44,9 @@ def e2e_config(args: argparse.Namespace, images: Path, out: Path) -> PretrainCon
     return r(
         cfg,
         data=r(cfg.data, root=str(images), img_size=args.crop, num_workers=args.e2e_workers),
-        model=r(cfg.model, arch=args.e2e_arch, depth=args.e2e_depth),
+        # --e2e-depth also caps MAE's 8-block decoder: a tiny run is tiny throughout.
+        model=r(cfg.model, arch=args.e2e_arch, depth=args.e2e_depth,
+                mae_decoder_depth=min(8, args.e2e_depth or 8)),
         schedule=r(cfg.schedule, batch_size=args.e2e_batch, epochs=10_000, stop_at_step=args.e2e_steps),
         run=r(cfg.run, output_dir=str(out), log_every=1, ckpt_every_steps=10**9, device=args.device,
               precision=args.precision),
