@@ -45,7 +45,7 @@ WARMUP_FRACTION = {"splitmask": 1 / 30, "beit": 1 / 30, "mae": 40 / 800, "dino":
 class DataConfig:
     """Which unlabeled images, how they are augmented, and how broken files are tolerated."""
 
-    name: Literal["coco", "ade20k", "lvis", "folder", "demo"] = "demo"
+    name: Literal["coco", "ade20k", "lvis", "folder", "wds", "demo"] = "demo"
     root: str | None = None
     # auto: ade20k on ADE20k, small below SMALL_DATASET_IMAGES, else the method's (mae: crops 0.2-1)
     augment: Literal["auto", "default", "ade20k", "mae", "small"] = "auto"

@@ -8,6 +8,8 @@ Sources (`--data`):
   `val2017/...`), otherwise `train2017/` as for `coco`;
 - `ade20k`: `<root>/images/training/` (`<root>` = ADEChallengeData2016 or its parent);
 - `folder`: every image anywhere under `<root>` (no class sub-folders needed);
+- `wds`: sharded tar files (WebDataset layout, `pretrain.shards`): `<root>` is a folder of `.tar`
+  shards or a brace pattern such as `shards/{000000..000099}.tar`;
 - `demo`: the built-in demo set (`demo_data.ensure_demo_coco`), generated on first use.
 
 Roots default to `$TARGET_SSL_<DATA>_ROOT` (e.g. `TARGET_SSL_COCO_ROOT`), else
@@ -17,7 +19,9 @@ Determinism: the augmentation and the mask of sample i in epoch e depend only on
 `__getitem__` seeds its own numpy generator and a forked torch RNG from them. So a resumed run sees
 exactly the same batches as an uninterrupted one, whatever the number of workers.
 
-Images are decoded by `engine.images.read_rgb` (16-bit, gray, palette, CMYK... -> RGB uint8). Broken
+Images are decoded by `engine.images.decode_rgb` (16-bit, gray, palette, CMYK... -> RGB uint8; JPEGs
+at reduced size when the crop allows, `pretrain.crops`). Samples are uint8: `normalize_images` turns
+them into ImageNet-normalised floats on the device, in the task's step. Broken
 images (unreadable, truncated) are never fatal one by one: the sample is replaced by another image
 drawn from the same seeded generator and the failure is counted in the batch (`"skipped"`,
 `"skipped_files"`, the keys every loader's batches share); `engine.skips.SkipBudget` stops the run
@@ -31,15 +35,18 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import v2
 
 from engine.config import ConfigError
-from engine.images import UnreadableImageError, read_rgb
+from engine.images import UnreadableImageError
+
+from .crops import DraftCropTransform
+from .shards import ShardIndex, ShardMember, expand_shards
 
 __all__ = [
     "DATASETS",
@@ -53,17 +60,20 @@ __all__ = [
     "build_transform",
     "collate",
     "list_images",
+    "normalize_images",
     "resolve_root",
     "select_subset",
 ]
 
-DATASETS = ("coco", "ade20k", "lvis", "folder", "demo")
+DATASETS = ("coco", "ade20k", "lvis", "folder", "wds", "demo")
 AUGMENTATIONS = ("default", "ade20k", "mae", "small")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_ENV_DEFAULT_SUBDIR = {"coco": "coco", "lvis": "coco", "ade20k": "ADEChallengeData2016", "folder": "images"}
+_ENV_DEFAULT_SUBDIR = {
+    "coco": "coco", "lvis": "coco", "ade20k": "ADEChallengeData2016", "folder": "images", "wds": "shards",
+}  # fmt: skip
 
 _LAYOUTS = {
     "coco": (
@@ -82,6 +92,8 @@ _LAYOUTS = {
         "  <root>/annotations/training/*.png   (not needed for pretraining)"
     ),
     "folder": "any folder tree with images (" + ", ".join(IMG_EXTENSIONS) + ") at any depth",
+    "wds": "a folder of .tar shards or a brace pattern, e.g. 'shards/{000000..000099}.tar' "
+    "(write them with: python -m pretrain.make_shards IMAGE_FOLDER shards/)",
 }
 
 
@@ -155,12 +167,17 @@ def _read_json(path: Path) -> dict:
         ) from e
 
 
-def list_images(name: str, root: str | os.PathLike | None = None) -> list[Path]:
-    """The training image files of dataset `name` (see the module docstring), sorted.
+def list_images(name: str, root: str | os.PathLike | None = None) -> list[Path] | ShardIndex:
+    """The training image files of dataset `name` (see the module docstring), sorted; for `wds` the
+    `ShardIndex` of the shards' image members (in shard and tar order).
 
     Raises:
         DatasetLayoutError: missing root / folders / listed files, or no images, with the expected layout.
     """
+    if name == "wds":
+        if root is None:
+            root = str(resolve_root(name, root))
+        return ShardIndex(expand_shards(root))
     root = resolve_root(name, root)
     kind = "coco" if name == "demo" else name
     if not root.is_dir():
@@ -254,47 +271,65 @@ def select_subset(
     Returns:
         the selected files; the same arguments always give the same files.
     """
-    selected = list(files)
+    if isinstance(files, ShardIndex) and file_list is not None:
+        raise ConfigError("--data-list is not supported with --data wds; write shards of the subset instead")
+    selected = files if isinstance(files, ShardIndex) else list(files)
     if file_list is not None:
         selected = _read_file_list(Path(file_list), selected, root)
     if fraction is not None and fraction < 1:
         n = max(1, round(fraction * len(selected)))
-        keep = np.random.default_rng(seed).permutation(len(selected))[:n]
-        selected = [selected[i] for i in sorted(keep)]
+        keep = np.sort(np.random.default_rng(seed).permutation(len(selected))[:n])
+        selected = selected.take(keep) if isinstance(selected, ShardIndex) else [selected[i] for i in keep]
     return selected
 
 
-def build_transform(preset: str, img_size: int) -> v2.Compose:
-    """PIL image -> normalised float tensor (3, img_size, img_size).
+def build_transform(preset: str, img_size: int, draft: bool = True) -> DraftCropTransform:
+    """Image source (path or file object) -> uint8 tensor (3, img_size, img_size); normalise it on the
+    device with `normalize_images`.
 
     default: RandomResizedCrop(scale 0.08-1, bicubic) + horizontal flip (BEiT).
     ade20k: the same with the crop's maximum area 25% of the image (the paper's crucial detail).
     mae: the same with crops of 20-100% of the image (MAE's recipe).
     small: default + colour jitter, grayscale, Gaussian blur, solarisation (the small-data recipe;
         it goes with uniform 75% masking, chosen by the masking config).
+    draft: decode JPEGs at reduced size when the crop allows it (`pretrain.crops`).
     """
     if preset not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")
     scale = {"ade20k": (0.08, 0.25), "mae": (0.2, 1.0)}.get(preset, (0.08, 1.0))
-    ops: list[Callable] = [
-        v2.RandomResizedCrop(img_size, scale=scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
-        v2.RandomHorizontalFlip(),
-    ]
-    if preset == "small":
+    extra = None
+    if preset == "small":  # on the small uint8 crop
         blur_kernel = max(3, int(0.1 * img_size) // 2 * 2 + 1)  # odd, ~10% of the side (SimCLR)
-        ops += [
+        extra = v2.Compose([
             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
             v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=0.5),
-            v2.RandomSolarize(threshold=128, p=0.2),  # on the uint8 PIL image
-        ]
-    # Geometry and colour run on the PIL image (fast uint8 paths); then one conversion.
-    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return v2.Compose(ops)
+            v2.RandomSolarize(threshold=128, p=0.2),
+        ])  # fmt: skip
+    return DraftCropTransform(img_size, scale, extra, draft=draft)
 
 
-def _decode(path: Path) -> Image.Image:
-    return Image.fromarray(read_rgb(path))  # the transforms run on PIL images
+IMAGE_KEYS = ("images", "global_crops", "local_crops")
+
+
+def normalize_images(batch: dict) -> dict:
+    """uint8 images of a batch (`IMAGE_KEYS`, any (..., 3, H, W)) -> float32 ImageNet-normalised, in
+    place of the uint8 ones, on the device they are on (the loader ships uint8: 4x fewer bytes)."""
+    out = dict(batch)
+    for key in IMAGE_KEYS:
+        x = out.get(key)
+        if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
+            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1) * 255
+            std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1) * 255
+            out[key] = (x.float() - mean) / std
+    return out
+
+
+def _source(item: Path | ShardMember) -> tuple[Path | BinaryIO, str | None]:
+    """(what the decoder reads, its name in errors): a path as is; a shard member opened."""
+    if isinstance(item, Path):
+        return item, None
+    return item.open(), str(item)
 
 
 class UnlabeledImages(Dataset):
@@ -302,7 +337,8 @@ class UnlabeledImages(Dataset):
 
     Args:
         files: image paths.
-        transform: PIL image -> (3, H, W) tensor, or -> a dict of view tensors (multi-crop).
+        transform: `(source, name) -> (3, H, W)` uint8 tensor, or -> a dict of view tensors (multi-crop);
+            the source is the file's path (or an open binary file for sources without one).
         masking: optional callable `rng -> dict[str, Tensor]` (see `pretrain.masking`), called after the
             transform with the sample's generator.
         seed: base seed; sample i of epoch e uses seeds derived from (seed, e, i) only.
@@ -320,7 +356,8 @@ class UnlabeledImages(Dataset):
         seed: int = 0,
         max_retries: int = 10,
     ) -> None:
-        self.files = [Path(f) for f in files]
+        # A folder source's paths, or a shard index (`pretrain.shards.ShardIndex`) of tar members.
+        self.files = files if isinstance(files, ShardIndex) else [Path(f) for f in files]
         if not self.files:
             raise ValueError("UnlabeledImages needs at least one file")
         self.transform = transform
@@ -342,24 +379,25 @@ class UnlabeledImages(Dataset):
         torch_seed = int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
         broken: list[str] = []
         path = self.files[index]
-        for _ in range(self.max_retries + 1):
-            try:
-                image = _decode(path)
-                break
-            except UnreadableImageError as e:  # count it, use another image
-                broken.append(f"{path} ({e.reason})")
-                path = self.files[int(rng.integers(len(self.files)))]
-        else:
-            raise BrokenImagesError(
-                f"{len(broken)} images in a row could not be read, e.g.:\n  "
-                + "\n  ".join(broken[:5])
-                + "\nCheck the dataset files (re-download or remove the broken ones)."
-            )
         # Torch RNG for the torchvision transforms, forked so the caller's global stream (dropout,
         # drop path when num_workers=0) is untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch_seed)
-            views = self.transform(image)
+            # The CPU generator only: torch.manual_seed also queues a seed per lazy device backend
+            # (a stack trace each, ~2 ms a call); the CPU stream is the same.
+            torch.default_generator.manual_seed(torch_seed)
+            for _ in range(self.max_retries + 1):
+                try:
+                    views = self.transform(*_source(path))
+                    break
+                except UnreadableImageError as e:  # count it, use another image
+                    broken.append(f"{e.path} ({e.reason})")
+                    path = self.files[int(rng.integers(len(self.files)))]
+            else:
+                raise BrokenImagesError(
+                    f"{len(broken)} images in a row could not be read, e.g.:\n  "
+                    + "\n  ".join(broken[:5])
+                    + "\nCheck the dataset files (re-download or remove the broken ones)."
+                )
         # One view under "images"; a multi-view transform (DINO's crops) names its own entries.
         sample = dict(views) if isinstance(views, dict) else {"images": views}
         if self.masking is not None:

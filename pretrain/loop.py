@@ -29,7 +29,15 @@ from engine.trainer import RunContext, Task, TrainSetup, fit
 from ssl_backbones import export_encoder, load_encoder_weights
 
 from .config import SMALL_DATASET_IMAGES, WARMUP_FRACTION, PretrainConfig, ProbeConfig, resolve_epochs
-from .data import UnlabeledImages, build_transform, collate, list_images, resolve_root, select_subset
+from .data import (
+    UnlabeledImages,
+    build_transform,
+    collate,
+    list_images,
+    normalize_images,
+    resolve_root,
+    select_subset,
+)
 from .methods import build_encoder, build_masking, build_method, needs_tokenizer
 from .multicrop import MultiCropTransform
 from .tokenizers import PatchTokenizer, build_tokenizer, sample_patches
@@ -146,7 +154,7 @@ def build_tokenizer_for_run(cfg: PretrainConfig, device: torch.device) -> PatchT
             num_workers=cfg.data.num_workers,
             collate_fn=collate,
         )
-        images = (b["images"] for b in loader)
+        images = (normalize_images(b)["images"] for b in loader)
         patches = sample_patches(images, t.num_samples, t.patch_size, t.downsample, seed=cfg.run.seed)
         _log.info("tokenizer %s: %d patches sampled from %d images", t.kind, patches.shape[0], num_images)
         if patches.shape[0] < t.vocab_size:
@@ -189,11 +197,12 @@ def _is_named_arch(cfg: PretrainConfig) -> bool:
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
-    return {
+    """The batch on the device, its uint8 images normalised there (the loader ships uint8)."""
+    return normalize_images({
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
         if k not in ("skipped", "skipped_files")
-    }
+    })  # fmt: skip
 
 
 def _resolve(cfg: PretrainConfig, plan: Plan, precision: str) -> PretrainConfig:

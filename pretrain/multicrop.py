@@ -11,19 +11,20 @@ from (seed, epoch, index), so they are as reproducible as the single-view pipeli
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from typing import BinaryIO
 
 import torch
-from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-from .data import IMAGENET_MEAN, IMAGENET_STD
+from engine.images import decode_rgb
 
 __all__ = ["MultiCropTransform"]
 
 
 def _view(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> v2.Compose:
-    """PIL image -> one normalised (3, size, size) view."""
+    """PIL image -> one uint8 (3, size, size) view."""
     blur_kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd
     ops: list[Callable] = [
         v2.RandomResizedCrop(size, scale=scale, interpolation=InterpolationMode.BICUBIC, antialias=True),
@@ -34,12 +35,14 @@ def _view(size: int, scale: tuple[float, float], blur_p: float, solarize_p: floa
     ]
     if solarize_p > 0:
         ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))  # on the uint8 PIL image
-    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    ops.append(v2.PILToTensor())  # uint8; normalised on the device (`pretrain.data.normalize_images`)
     return v2.Compose(ops)
 
 
 class MultiCropTransform:
-    """PIL image -> ``{"global_crops": (2, 3, G, G), "local_crops": (L, 3, S, S)}``.
+    """Image source (path or file object) -> ``{"global_crops": (2, 3, G, G), "local_crops": (L, 3, S, S)}``
+    uint8. The image is decoded once, in full (its crops differ in size; the global ones cover
+    40-100% of it, which leaves a 640x480 photo no DCT reduction at 224).
 
     Args:
         global_size: side of the global crops (the run's img_size, 224 in the paper).
@@ -65,7 +68,8 @@ class MultiCropTransform:
         self.local_number = local_number
         self.local_size = local_size
 
-    def __call__(self, image: Image.Image) -> dict[str, torch.Tensor]:
+    def __call__(self, source: str | os.PathLike | BinaryIO, name: str | None = None) -> dict[str, torch.Tensor]:
+        image, _ = decode_rgb(source, name=name)
         globals_ = torch.stack([t(image) for t in self.global_views])
         if self.local_number == 0:
             locals_ = globals_.new_zeros(0, 3, self.local_size, self.local_size)

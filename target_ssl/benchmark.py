@@ -3,6 +3,7 @@
     target-ssl-benchmark pretrain --methods splitmask beit mae --archs vit_small vit_base
     target-ssl-benchmark det --archs vit_small vit_base --size 1024
     target-ssl-benchmark seg --archs vit_base --size 512
+    target-ssl-benchmark data [--end-to-end]     # loader images/s per process vs the reference pipeline
 
 Each prints a markdown table and writes JSON (`--out`). From a checkout: `python tools/benchmark.py ...`.
 """
@@ -15,7 +16,9 @@ from pretrain import benchmark as pretrain_benchmark
 from transfer.detection import benchmark as det_benchmark
 from transfer.segmentation import benchmark as seg_benchmark
 
-SUITES = {"pretrain": pretrain_benchmark, "det": det_benchmark, "seg": seg_benchmark}
+from . import data_benchmark
+
+SUITES = {"pretrain": pretrain_benchmark, "det": det_benchmark, "seg": seg_benchmark, "data": data_benchmark}
 
 
 def main(argv: list[str] | None = None) -> None:

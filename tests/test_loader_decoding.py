@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.images import decode_rgb
 from pretrain.data import UnlabeledImages
 from pretrain.data import collate as pretrain_collate
 from transfer.detection.config import DataConfig
@@ -32,8 +33,9 @@ def _truncated_jpeg(path: Path, h: int = 32, w: int = 40) -> None:
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
 
 
-def _as_array(im: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(im).copy())
+def _as_array(source: Path, name: str | None = None) -> torch.Tensor:
+    """A pretraining transform (source -> tensor) that keeps the decoded pixels as they are."""
+    return torch.from_numpy(np.asarray(decode_rgb(source, name=name)[0]).copy())
 
 
 def test_pretraining_16bit_gray_is_scaled_and_batches_report_skips(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.config import MaskConfig, ModelConfig
-from pretrain.data import UnlabeledImages, build_transform, collate, list_images
+from pretrain.data import UnlabeledImages, build_transform, collate, list_images, normalize_images
 from pretrain.masking import BlockMasking, SplitMasking
 from pretrain.methods import build_encoder, build_masking, build_method, symmetric_info_nce
 from pretrain.methods.mae import masked_mse, normalized_pixel_target
@@ -180,7 +180,7 @@ def test_loss_falls_on_demo_images(method: str, demo_coco: Path) -> None:
     losses = []
     for step in range(12):
         ds.set_epoch(step)  # fresh crops and masks every step
-        batch = collate([ds[i] for i in range(8)])
+        batch = normalize_images(collate([ds[i] for i in range(8)]))
         loss = model(batch)["loss"]
         opt.zero_grad()
         loss.backward()

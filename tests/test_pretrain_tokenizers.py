@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from pretrain.data import UnlabeledImages, build_transform, collate, list_images
+from pretrain.data import UnlabeledImages, build_transform, collate, list_images, normalize_images
 from pretrain.tokenizers import (
     PatchTokenizer,
     build_tokenizer,
@@ -77,7 +77,7 @@ def test_kmeans_quantises_demo_patches_better_than_random_patches(demo_coco: Pat
 
     def stream(seed: int, subset: slice):
         ds = UnlabeledImages(files[subset], transform, seed=seed)
-        return (b["images"] for b in DataLoader(ds, batch_size=16, collate_fn=collate))
+        return (normalize_images(b)["images"] for b in DataLoader(ds, batch_size=16, collate_fn=collate))
 
     train = sample_patches(stream(0, slice(0, 64)), 1000, seed=0)
     held_out = sample_patches(stream(1, slice(64, 96)), 500, seed=1)
