@@ -41,18 +41,7 @@ def plot_loss_curves(
             ax.plot(steps, smooth(values, window), label=label, color=ax.lines[-1].get_color(), linewidth=1.6)
         elif steps:
             ax.plot(steps, values, label=label, linewidth=1.6)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(key)
-    ax.set_title(title or key)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend()
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _finish(fig, ax, out_png, title or key, key)
 
 
 def plot_metric_curves(
@@ -72,12 +61,17 @@ def plot_metric_curves(
         style = "--" if "random" in label else "-"
         line = ax.plot(steps, values, style, marker="o", markersize=3, label=label, color=colours.get(group))[0]
         colours.setdefault(group, line.get_color())
+    return _finish(fig, ax, out_png, title, ylabel, fontsize=7)
+
+
+def _finish(fig, ax, out_png: str | Path, title: str, ylabel: str, fontsize: int | None = None) -> Path:
+    """Labels, grid and legend, then save and close: the common end of every curve plot."""
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=fontsize)
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=fontsize)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
