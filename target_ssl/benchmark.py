@@ -3,6 +3,7 @@
     target-ssl-benchmark pretrain --methods splitmask beit mae --archs vit_small vit_base
     target-ssl-benchmark det --archs vit_small vit_base --size 1024
     target-ssl-benchmark seg --archs vit_base --size 512
+    target-ssl-benchmark eval --images 5000 --per-image 100
 
 Each prints a markdown table and writes JSON (`--out`). From a checkout: `python tools/benchmark.py ...`.
 """
@@ -13,9 +14,11 @@ import argparse
 
 from pretrain import benchmark as pretrain_benchmark
 from transfer.detection import benchmark as det_benchmark
+from transfer.detection import eval_benchmark
 from transfer.segmentation import benchmark as seg_benchmark
 
 SUITES = {"pretrain": pretrain_benchmark, "det": det_benchmark, "seg": seg_benchmark}
+SUITES["eval"] = eval_benchmark
 
 
 def main(argv: list[str] | None = None) -> None:
