@@ -108,8 +108,9 @@ def _slide_rows(args: argparse.Namespace, device: torch.device, precision: str) 
 
 def _eval_rows(args: argparse.Namespace, folder: Path) -> list[dict]:
     gt = synthetic_ground_truth(args.images, args.classes)
+    # COCO's protocol keeps 100 per image (pycocotools' AP is -1 for any other maxDets[-1]).
     rows = _compare("coco", *_write_set(folder, "coco", gt, synthetic_detections(gt, args.per_image)),
-                    args.iou_types, args.per_image)
+                    args.iou_types, 100)
     if args.lvis_images:
         gt = synthetic_ground_truth(args.lvis_images, args.lvis_classes, lvis=True)
         files = _write_set(folder, "lvis", gt, synthetic_detections(gt, args.lvis_per_image))
