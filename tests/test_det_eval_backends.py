@@ -34,17 +34,28 @@ def synthetic_coco() -> tuple[dict, list[dict]]:
     return gt, synthetic_detections(gt, per_image=100, seed=4)
 
 
-def _assert_same_coco_stats(gt: dict, results: list[dict]) -> list[list[float]]:
+def _assert_same_coco_stats(gt: dict, results: list[dict], max_dets: int = 100) -> list[list[float]]:
     coco = coco_api(gt)
     found = []
     for iou_type in ("bbox", "segm"):
         dets = _results_for(iou_type, results)
-        ref = coco_stats(coco, dets, iou_type, None, 100, "pycocotools")
-        fast = coco_stats(coco, dets, iou_type, None, 100, "faster_coco_eval")
+        ref = coco_stats(coco, dets, iou_type, None, max_dets, "pycocotools")
+        fast = coco_stats(coco, dets, iou_type, None, max_dets, "faster_coco_eval")
         assert len(ref) == len(fast) == 12
         np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-4, err_msg=iou_type)
         found.append(ref)
     return found
+
+
+def test_pycocotools_ap_at_other_max_dets(synthetic_coco) -> None:
+    # At most 100 detections per image: a cap of 300 keeps them all, so every AP equals the
+    # cap-100 one (pycocotools alone would give AP = -1 for maxDets[-1] != 100).
+    gt, results = synthetic_coco
+    coco, dets = coco_api(gt), _results_for("bbox", results)
+    at_100 = coco_stats(coco, dets, "bbox", None, 100, "pycocotools")
+    at_300 = coco_stats(coco, dets, "bbox", None, 300, "pycocotools")
+    np.testing.assert_allclose(at_300[:6], at_100[:6], rtol=0, atol=1e-12)
+    assert at_300[0] > 0
 
 
 def test_synthetic_set_is_not_trivial(synthetic_coco) -> None:
@@ -57,6 +68,7 @@ def test_synthetic_set_is_not_trivial(synthetic_coco) -> None:
     assert len(dets) == 100 * len(gt["images"])
 
 
+@pytest.mark.slow
 @needs_faster
 def test_faster_equals_pycocotools_on_synthetic_set(synthetic_coco) -> None:
     for stats in _assert_same_coco_stats(*synthetic_coco):
@@ -67,9 +79,12 @@ def test_faster_equals_pycocotools_on_synthetic_set(synthetic_coco) -> None:
 @needs_faster
 def test_faster_equals_pycocotools_on_demo(demo_coco: Path) -> None:
     gt = load_coco_json(demo_coco / "annotations" / "instances_val2017.json")
-    _assert_same_coco_stats(gt, synthetic_detections(gt, per_image=50, seed=5))
+    results = synthetic_detections(gt, per_image=50, seed=5)
+    _assert_same_coco_stats(gt, results)
+    _assert_same_coco_stats(gt, results, max_dets=20)  # a cap that binds: 50 per image, 20 kept
 
 
+@pytest.mark.slow
 @needs_faster
 def test_faster_lvis_mode_equals_lvis_api(tmp_path: Path) -> None:
     gt = synthetic_ground_truth(80, num_classes=40, lvis=True, seed=6)

@@ -133,7 +133,14 @@ def coco_stats(gt: COCO, dets: list[dict], iou_type: str, img_ids: Sequence[int]
         ev.accumulate()
         ev.summarize()
     _log.debug("COCOeval %s:\n%s", iou_type, captured.getvalue())
-    return [float(v) for v in ev.stats]
+    stats = [float(v) for v in ev.stats]
+    if max_dets != 100:
+        # pycocotools' summarize takes AP (only stats[0]) at maxDets=100 whatever params.maxDets is,
+        # which gives -1 otherwise: the same mean over (IoU, recall, class) at area "all", max_dets.
+        precision = ev.eval["precision"][:, :, :, 0, -1]
+        valid = precision[precision > -1]
+        stats[0] = float(valid.mean()) if valid.size else -1.0
+    return stats
 
 
 @contextlib.contextmanager
