@@ -34,13 +34,14 @@ def synthetic_coco() -> tuple[dict, list[dict]]:
     return gt, synthetic_detections(gt, per_image=100, seed=4)
 
 
-def _assert_same_coco_stats(gt: dict, results: list[dict], max_dets: int = 100) -> list[list[float]]:
+def _assert_same_coco_stats(gt: dict, results: list[dict], max_dets: int = 100,
+                            img_ids: list[int] | None = None) -> list[list[float]]:
     coco = coco_api(gt)
     found = []
     for iou_type in ("bbox", "segm"):
         dets = _results_for(iou_type, results)
-        ref = coco_stats(coco, dets, iou_type, None, max_dets, "pycocotools")
-        fast = coco_stats(coco, dets, iou_type, None, max_dets, "faster_coco_eval")
+        ref = coco_stats(coco, dets, iou_type, img_ids, max_dets, "pycocotools")
+        fast = coco_stats(coco, dets, iou_type, img_ids, max_dets, "faster_coco_eval")
         assert len(ref) == len(fast) == 12
         np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-4, err_msg=iou_type)
         found.append(ref)
@@ -82,6 +83,9 @@ def test_faster_equals_pycocotools_on_demo(demo_coco: Path) -> None:
     results = synthetic_detections(gt, per_image=50, seed=5)
     _assert_same_coco_stats(gt, results)
     _assert_same_coco_stats(gt, results, max_dets=20)  # a cap that binds: 50 per image, 20 kept
+    # The images one process saw (DetectionEvaluator passes them): a subset of the split.
+    subset = sorted(i["id"] for i in gt["images"])[::2]
+    _assert_same_coco_stats(gt, [r for r in results if r["image_id"] in set(subset)], img_ids=subset)
 
 
 @pytest.mark.slow
