@@ -21,7 +21,7 @@ from transfer.detection.eval_backends import (
     lvis_stats,
     resolve_backend,
 )
-from transfer.detection.evaluation import _results_for
+from transfer.detection.evaluation import results_for_iou_type
 from transfer.detection.synthetic_eval import synthetic_detections, synthetic_ground_truth
 
 needs_faster = pytest.mark.skipif(not eval_backends.faster_coco_eval_available(),
@@ -39,7 +39,7 @@ def _assert_same_coco_stats(gt: dict, results: list[dict], max_dets: int = 100,
     coco = coco_api(gt)
     found = []
     for iou_type in ("bbox", "segm"):
-        dets = _results_for(iou_type, results)
+        dets = results_for_iou_type(iou_type, results)
         ref = coco_stats(coco, dets, iou_type, img_ids, max_dets, "pycocotools")
         fast = coco_stats(coco, dets, iou_type, img_ids, max_dets, "faster_coco_eval")
         assert len(ref) == len(fast) == 12
@@ -52,7 +52,7 @@ def test_pycocotools_ap_at_other_max_dets(synthetic_coco) -> None:
     # At most 100 detections per image: a cap of 300 keeps them all, so every AP equals the
     # cap-100 one (pycocotools alone would give AP = -1 for maxDets[-1] != 100).
     gt, results = synthetic_coco
-    coco, dets = coco_api(gt), _results_for("bbox", results)
+    coco, dets = coco_api(gt), results_for_iou_type("bbox", results)
     at_100 = coco_stats(coco, dets, "bbox", None, 100, "pycocotools")
     at_300 = coco_stats(coco, dets, "bbox", None, 300, "pycocotools")
     np.testing.assert_allclose(at_300[:6], at_100[:6], rtol=0, atol=1e-12)
@@ -99,7 +99,7 @@ def test_faster_lvis_mode_equals_lvis_api(tmp_path: Path) -> None:
     results = synthetic_detections(gt, per_image=320, seed=7)
     lvis_gt = load_ground_truth("lvis", "pycocotools", gt_file, None)
     for iou_type in ("bbox", "segm"):
-        dets = _results_for(iou_type, results)
+        dets = results_for_iou_type(iou_type, results)
         ref = lvis_stats(gt_file, dets, iou_type, None, 300, "pycocotools", lvis_gt=lvis_gt)
         fast = lvis_stats(gt_file, dets, iou_type, None, 300, "faster_coco_eval")
         np.testing.assert_allclose([fast[k] for k in LVIS_STATS], [ref[k] for k in LVIS_STATS], rtol=0, atol=1e-4)

@@ -29,7 +29,7 @@ from engine.precision import autocast, resolve_precision
 
 from .datasets import coco_api, load_coco_json
 from .eval_backends import LVIS_STATS, coco_stats, faster_coco_eval_available, load_ground_truth, lvis_stats
-from .evaluation import _results_for
+from .evaluation import results_for_iou_type
 from .synthetic_eval import synthetic_detections, synthetic_ground_truth
 
 TOLERANCE = 1e-4
@@ -72,7 +72,7 @@ def _compare(kind: str, gt_file: Path, res_file: Path, iou_types: list[str], max
     loaded = {b: load_ground_truth(kind, b, gt_file, coco) for b in backends}  # outside the timing
     rows = []
     for iou_type in iou_types:
-        dets = _results_for(iou_type, results)
+        dets = results_for_iou_type(iou_type, results)
         reference: list[float] = []
         ref_s = 0.0
         for backend in backends:

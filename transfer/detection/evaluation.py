@@ -38,6 +38,7 @@ __all__ = [
     "COCO_METRICS",
     "LVIS_METRICS",
     "detections_to_results",
+    "results_for_iou_type",
     "coco_evaluate",
     "lvis_evaluate",
     "format_metrics_table",
@@ -86,7 +87,9 @@ def detections_to_results(
     return results
 
 
-def _results_for(iou_type: str, results: list[dict]) -> list[dict]:
+def results_for_iou_type(iou_type: str, results: list[dict]) -> list[dict]:
+    """The entries of `results` an evaluator of `iou_type` reads: boxes only for "bbox"; for "segm"
+    the masks without their boxes (so the small / medium / large split uses mask areas)."""
     if iou_type == "bbox":
         return [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
     # Mask AP: drop the box so the evaluators use mask areas (and derive boxes from the masks).
@@ -116,7 +119,7 @@ def coco_evaluate(
     """
     metrics: dict[str, float] = {}
     for iou_type in iou_types:
-        dets = _results_for(iou_type, results)
+        dets = results_for_iou_type(iou_type, results)
         if not dets:
             # No detection at all: precision is undefined, AP is 0 wherever there is ground truth.
             metrics.update({f"{iou_type}_{k}": 0.0 for k in COCO_METRICS})
@@ -148,7 +151,7 @@ def lvis_evaluate(
     """
     metrics: dict[str, float] = {}
     for iou_type in iou_types:
-        dets = _results_for(iou_type, results)
+        dets = results_for_iou_type(iou_type, results)
         if not dets:
             metrics.update({f"{iou_type}_{k}": 0.0 for k in LVIS_METRICS})
             continue
