@@ -1,12 +1,13 @@
 """Process-group setup and the few collectives the training loops need.
 
-Works unchanged in three settings:
+Works unchanged in four settings:
 
 * plain ``python tool.py``: no process group, every helper is a cheap identity / no-op;
 * ``torchrun --nproc_per_node N`` on GPUs: NCCL, one device per local rank;
-* ``torchrun`` on CPU (tests, debugging): gloo.
+* ``torchrun`` on CPU (tests, debugging): gloo;
+* ``srun`` starting one process per GPU: SLURM's variables stand in for torchrun's (`engine.slurm`).
 
-Only ``torch.distributed`` is used; nothing here imports other parts of the project.
+Only ``torch.distributed`` is used; nothing here imports the project outside `engine`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
+
+from engine.slurm import torchrun_env_from_slurm
 
 __all__ = [
     "DistInfo",
@@ -98,6 +101,10 @@ def init_distributed(device: str | torch.device = "auto", timeout_minutes: float
         group exists just returns the current info.
     """
     env_present = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    slurm = None if env_present else torchrun_env_from_slurm(os.environ)
+    if slurm is not None:  # one process per GPU started by srun (engine/slurm.py)
+        os.environ.update(slurm)
+        env_present = True
     if not env_present:
         return DistInfo(0, 1, 0, _resolve_device(device, 0))
 

@@ -4,6 +4,8 @@
     target-ssl-benchmark det --archs vit_small vit_base --size 1024
     target-ssl-benchmark seg --archs vit_base --size 512
     target-ssl-benchmark data [--end-to-end]     # loader images/s per process vs the reference pipeline
+    target-ssl-benchmark eval --images 5000 --per-image 100
+    target-ssl-benchmark all --device cuda          # the GPU check (< 5 min); --device cpu --quick on CPU
 
 Each prints a markdown table and writes JSON (`--out`). From a checkout: `python tools/benchmark.py ...`.
 """
@@ -13,12 +15,16 @@ from __future__ import annotations
 import argparse
 
 from pretrain import benchmark as pretrain_benchmark
+from target_ssl import gpu_check
 from transfer.detection import benchmark as det_benchmark
+from transfer.detection import eval_benchmark
 from transfer.segmentation import benchmark as seg_benchmark
 
 from . import data_benchmark
 
 SUITES = {"pretrain": pretrain_benchmark, "det": det_benchmark, "seg": seg_benchmark, "data": data_benchmark}
+SUITES["eval"] = eval_benchmark
+SUITES["all"] = gpu_check  # every suite above + a short real run, one JSON (last: it calls the others)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,6 +47,12 @@ ABLATIONS = ("mae_wds", "mae_scale_0.2", "mae_no_draft", "mae_float", "before")
 PIPELINES = ("reference", *PRETRAIN, *ABLATIONS, "det", "seg")
 
 
+# What `benchmark all` (target_ssl.gpu_check) runs of this suite: the MAE / SplitMask loaders against
+# the reference on 640x480 JPEGs; with --quick a handful of small ones (CI).
+GPU_CHECK_ARGS = ["--pipelines", "reference", "mae", "splitmask", "--sizes", "640x480", "--images", "48", "--rounds", "2"]
+QUICK_ARGS = ["--pipelines", "reference", "mae", "--sizes", "160x120", "--images", "4", "--rounds", "1"]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
     p.add_argument("--sizes", nargs="+", default=["640x480", "1333x800"], help="generated JPEG sizes WxH")

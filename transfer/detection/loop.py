@@ -129,6 +129,7 @@ def _evaluate_model(
         val_ds.files.ann_file,
         val_ds.label_to_cat_id,
         max_dets=cfg.eval.detections_per_image,
+        backend=cfg.eval.backend,
     )
     run_inference(model, _val_loader(cfg, val_ds, ctx.info), evaluator, ctx.device, ctx.precision, desc=tag)
     metrics = evaluator.evaluate(ctx.run_dir / "eval", tag=tag, save_results=save_results)
