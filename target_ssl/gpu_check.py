@@ -109,9 +109,10 @@ def _metrics_summary(run_dir: Path) -> dict:
 
 
 @contextlib.contextmanager
-def _stop_after(seconds: float) -> Iterator[None]:
+def _stop_after(seconds: float, metrics: Path) -> Iterator[None]:
     """Send this process SIGUSR1 `seconds` from now, once the trainer's handler is installed (before
-    that, e.g. while the data set is built, the signal would be caught by a placeholder and lost)."""
+    that, e.g. while the data set is built, the signal would be caught by a placeholder and lost)
+    and the run has logged a step to `metrics` (so a slow machine still measures something)."""
     placeholder = signal.signal(signal.SIGUSR1, lambda *_: None)
     ours = signal.getsignal(signal.SIGUSR1)
     done = threading.Event()
@@ -120,7 +121,8 @@ def _stop_after(seconds: float) -> Iterator[None]:
         if done.wait(seconds):
             return
         while not done.is_set():
-            if signal.getsignal(signal.SIGUSR1) not in (ours, signal.SIG_DFL, signal.SIG_IGN, None):
+            installed = signal.getsignal(signal.SIGUSR1) not in (ours, signal.SIG_DFL, signal.SIG_IGN, None)
+            if installed and metrics.is_file() and metrics.stat().st_size > 0:
                 os.kill(os.getpid(), signal.SIGUSR1)
                 return
             done.wait(0.05)
@@ -148,12 +150,13 @@ def _real_run(args: argparse.Namespace) -> dict:
 
     cfg = load_config("demo_splitmask_vit_tiny", search_dirs=[Path(pretrain_configs.__file__).parent])
     overrides = [f"run.output_dir={run_dir}", "run.overwrite=true", f"run.device={args.device}",
-                 f"run.precision={args.precision}", "schedule.epochs=100000", "run.log_every=5",
+                 f"run.precision={args.precision}", "schedule.epochs=100000",
+                 f"run.log_every={1 if args.quick else 5}",
                  f"data.num_workers={workers}"] + (_QUICK_RUN if args.quick else [])
     cfg = apply_overrides(cfg, overrides)
     start = time.perf_counter()
     stopped = False
-    with _stop_after(seconds):
+    with _stop_after(seconds, run_dir / "metrics.jsonl"):
         try:
             train(cfg)
         except RunInterrupted:
