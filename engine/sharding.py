@@ -48,6 +48,7 @@ __all__ = [
     "rebind_optimizer",
     "no_grad_sync",
     "is_sharded",
+    "unsharded",
     "meta_replica",
     "full_replica",
 ]
@@ -111,6 +112,11 @@ def shard_model(model: nn.Module, info: DistInfo, precision: str) -> nn.Module:
         )
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     mp = _mixed_precision(precision)
+    # Rank 0's initial weights everywhere, as DDP's constructor does: every rank seeds with
+    # seed + rank, and each would otherwise keep its slice of its own initialisation.
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            torch.distributed.broadcast(tensor, src=0)
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
@@ -151,6 +157,26 @@ def no_grad_sync(model: nn.Module) -> Iterator[None]:
             yield
     else:
         yield
+
+
+@contextlib.contextmanager
+def unsharded(model: nn.Module) -> Iterator[None]:
+    """Full parameters on every process for the duration (evaluation): one all-gather per unit on
+    entry, then forwards run without collectives, so processes may run different numbers of them
+    (validation shards of unequal size). Costs the full parameters' memory (in FSDP's gather
+    dtype) while it lasts. A no-op for a model that is not sharded."""
+    from torch.distributed.fsdp import FSDPModule  # noqa: PLC0415
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.unshard()
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.set_reshard_after_forward(True, recurse=False)
+            unit.reshard()
 
 
 def meta_replica(model: nn.Module) -> nn.Module:

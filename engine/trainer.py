@@ -75,6 +75,7 @@ from engine.sharding import (
     rebind_optimizer,
     shard_model,
     transformer_blocks,
+    unsharded,
 )
 from engine.skips import SkipBudget
 
@@ -483,7 +484,8 @@ class Trainer:
         core = unwrap_model(self.model)
         broadcast_buffers(core)  # every process runs rank 0's model (the one its checkpoints hold)
         self.bar.clear()
-        metrics = self.task.evaluate(core, self.ctx, tag)
+        with unsharded(core):  # FSDP: every rank holds the full weights, shards may differ in size
+            metrics = self.task.evaluate(core, self.ctx, tag)
         core.train()
         if metrics is None:
             return False
