@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from engine.config import OptimConfig, RunConfig  # noqa: E402
+from engine.distributed import barrier, get_rank  # noqa: E402
 from engine.sampler import ResumableSampler  # noqa: E402
 from engine.schedules import schedule_from_config, set_lr  # noqa: E402
 from engine.trainer import RunContext, Task, TrainSetup, fit  # noqa: E402
@@ -126,8 +128,16 @@ def _worker(out: Path) -> None:
     }
     for name, run in runs.items():
         fit(ToyViTTask(_config(out / name, **run)), _config(out / name, **run))
-    resumed = _config(out / "fsdp_cut", parallel="fsdp", resume="auto")
-    fit(ToyViTTask(resumed), resumed)
+    # Across layouts: a DDP run continues from a sharded checkpoint and an FSDP run from a DDP one.
+    if get_rank() == 0:
+        shutil.copytree(out / "fsdp_cut", out / "dcp_to_ddp")
+        (out / "ddp_to_fsdp").mkdir()
+        for f in ("checkpoint_00000003.pth", "config.json", "metrics.jsonl"):
+            shutil.copy(out / "ddp" / f, out / "ddp_to_fsdp" / f)
+    barrier()
+    for name, parallel in (("fsdp_cut", "fsdp"), ("dcp_to_ddp", "ddp"), ("ddp_to_fsdp", "fsdp")):
+        resumed = _config(out / name, parallel=parallel, resume="auto")
+        fit(ToyViTTask(resumed), resumed)
 
 
 def _launch(out: Path) -> None:
@@ -189,6 +199,20 @@ def test_sharded_checkpoint_resumes_exactly_in_two_processes(runs: Path) -> None
     assert sorted(cut) == list(range(1, STEPS + 1))  # steps 1-3, then 4-6 after the resume
     for step in range(1, STEPS + 1):
         assert cut[step]["loss"] == pytest.approx(full[step]["loss"], rel=1e-6), step
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_and_fsdp_continue_each_others_checkpoints(runs: Path) -> None:
+    # ddp_to_fsdp: FSDP from checkpoint_00000003.pth (full tensors sharded on load); dcp_to_ddp:
+    # DDP from checkpoint_00000003.dcp (shards gathered into full tensors on load).
+    ddp, fsdp = _records(runs / "ddp"), _records(runs / "fsdp")
+    for name, reference in (("ddp_to_fsdp", ddp), ("dcp_to_ddp", fsdp)):
+        continued = _records(runs / name)
+        for step in range(4, STEPS + 1):
+            assert continued[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-5), (name, step)
+    assert (runs / "dcp_to_ddp" / "checkpoint_00000006.pth").is_file()
+    assert (runs / "ddp_to_fsdp" / "checkpoint_00000006.dcp").is_dir()
 
 
 def _union_batch(step: int) -> dict:
