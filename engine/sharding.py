@@ -14,7 +14,8 @@ Decisions:
   local shards (``torch._foreach_*`` on DTensors of identical placement) and equals the DDP update.
 - Mixed precision: ``bf16`` runs (``engine.precision``) keep fp32 master weights and optimizer
   state; FSDP gathers parameters in bf16 and reduce-scatters gradients in fp32
-  (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``); autocast still wraps the step.
+  (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``); autocast still wraps the step,
+  and the root does not cast the model's inputs (boxes and masks keep their dtype).
   ``fp32`` has no policy. ``fp16`` (a GradScaler over DTensor grads) is refused.
 - Activation checkpointing and ``torch.compile`` replace each block's ``forward`` (an instance
   attribute), not the module, so names stay the same and FSDP's hooks stay outside the
@@ -94,6 +95,14 @@ def _mixed_precision(precision: str):
     return MixedPrecisionPolicy()
 
 
+def _root_policy(mp):
+    """The root's policy leaves the model's inputs as they come (detection targets hold box
+    coordinates that bf16 would round to 8 px at 1333); autocast casts what the layers compute on."""
+    import dataclasses  # noqa: PLC0415
+
+    return dataclasses.replace(mp, cast_forward_inputs=False)
+
+
 def shard_model(model: nn.Module, info: DistInfo, precision: str) -> nn.Module:
     """FSDP2 ``fully_shard`` on every transformer block, then on ``model`` (in place; returned).
 
@@ -119,7 +128,7 @@ def shard_model(model: nn.Module, info: DistInfo, precision: str) -> nn.Module:
             torch.distributed.broadcast(tensor, src=0)
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=_root_policy(mp))
     return model
 
 

@@ -125,6 +125,8 @@ def _worker(out: Path) -> None:
         "fsdp": {"parallel": "fsdp"},
         "fsdp_ac": {"parallel": "fsdp", "activation_checkpointing": True},
         "fsdp_cut": {"parallel": "fsdp", "stop_at_step": 3},
+        "ddp_bf16": {"precision": "bf16"},
+        "fsdp_bf16": {"parallel": "fsdp", "precision": "bf16"},  # bf16 gathers, fp32 reductions
     }
     for name, run in runs.items():
         fit(ToyViTTask(_config(out / name, **run)), _config(out / name, **run))
@@ -213,6 +215,47 @@ def test_ddp_and_fsdp_continue_each_others_checkpoints(runs: Path) -> None:
             assert continued[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-5), (name, step)
     assert (runs / "dcp_to_ddp" / "checkpoint_00000006.pth").is_file()
     assert (runs / "ddp_to_fsdp" / "checkpoint_00000006.dcp").is_dir()
+
+
+def test_activation_checkpointing_recomputes_each_block_and_keeps_the_gradients() -> None:
+    from engine.sharding import checkpoint_blocks, transformer_blocks  # noqa: PLC0415
+    from ssl_backbones import create_vit  # noqa: PLC0415
+
+    def grads_and_calls(ac: bool) -> tuple[list[torch.Tensor], int]:
+        torch.manual_seed(0)
+        enc = create_vit("vit_tiny", embed_dim=64, depth=2, num_heads=2, img_size=32, patch_size=8,
+                         drop_path_rate=0.3)  # random per forward: the recomputation must replay it
+        blocks = transformer_blocks(enc)
+        assert blocks == list(enc.blocks)
+        calls = []
+        for b in blocks:
+            b.attn.register_forward_hook(lambda *_: calls.append(1))
+        if ac:
+            checkpoint_blocks(blocks)
+        torch.manual_seed(1)
+        enc(torch.randn(4, 3, 32, 32)).square().mean().backward()
+        return [p.grad for p in enc.parameters() if p.grad is not None], len(calls)
+
+    plain, plain_calls = grads_and_calls(False)
+    ckpt, ckpt_calls = grads_and_calls(True)
+    assert (plain_calls, ckpt_calls) == (2, 4)  # each block's forward ran again in backward
+    assert len(plain) == len(ckpt) > 10 and all(torch.equal(a, b) for a, b in zip(plain, ckpt))
+    names = [n for n, _ in create_vit("vit_tiny", depth=2).named_parameters()]
+    enc = create_vit("vit_tiny", depth=2)
+    checkpoint_blocks(transformer_blocks(enc))
+    assert [n for n, _ in enc.named_parameters()] == names  # state dicts keep their keys
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_bf16_fsdp_follows_bf16_ddp(runs: Path) -> None:
+    # DDP casts inside autocast from fp32 weights, FSDP gathers bf16 weights: the same to bf16's
+    # precision (8 bits of mantissa), not bit for bit.
+    ddp, fsdp, fp32 = _records(runs / "ddp_bf16"), _records(runs / "fsdp_bf16"), _records(runs / "fsdp")
+    for step in ddp:
+        assert fsdp[step]["loss"] == pytest.approx(ddp[step]["loss"], rel=2e-2)
+    assert fsdp[STEPS]["loss"] < fsdp[1]["loss"] and fsdp[1]["loss"] != fp32[1]["loss"]
+    assert json.loads((runs / "fsdp_bf16" / "config.json").read_text())["run"]["precision"] == "bf16"
 
 
 def _union_batch(step: int) -> dict:
