@@ -101,16 +101,64 @@ def _worker(out_dir: Path) -> None:
     cleanup_distributed()
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("pretrain_fsdp")
+# The pretraining loop itself: a data-dependent tokenizer (its vocabulary comes back from the
+# sharded checkpoint's side file), accumulation, drop path, block masks.
+LOOP = ["model.arch=vit_tiny", "model.embed_dim=64", "model.depth=2", "model.num_heads=2", "data.img_size=32",
+        "data.max_images=32", "data.num_workers=0", "schedule.batch_size=4", "schedule.accum_iter=2",
+        "schedule.epochs=2", "schedule.blr=0.01", "run.log_every=1", "run.ckpt_every_steps=100",
+        "tokenizer.kind=random_patches", "tokenizer.vocab_size=32", "tokenizer.num_samples=64", "run.device=cpu"]
+
+
+def _loop_worker(out: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from engine.config import apply_overrides  # noqa: PLC0415
+    from pretrain.config import default_config  # noqa: PLC0415
+    from pretrain.loop import train  # noqa: PLC0415
+
+    base = apply_overrides(default_config("splitmask", "demo"), LOOP)
+    for name, sets in (("ddp", []), ("fsdp_cut", ["run.parallel=fsdp", "schedule.stop_at_step=2"]),
+                       ("fsdp_cut", ["run.parallel=fsdp", "run.resume=auto"])):  # fmt: skip
+        train(apply_overrides(base, [f"run.output_dir={out / name}", *sets]))
+
+
+def _launch(out: Path, mode: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}", f"--master_port={PORT}",
-           __file__, "--worker", str(out)]  # fmt: skip
+           __file__, mode, str(out)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("pretrain_fsdp")
+    _launch(out, "--worker")
     return torch.load(out / "results.pt", weights_only=False)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_pretraining_loop_under_fsdp_resumes_and_exports_the_full_encoder(tmp_path: Path, demo_coco: Path) -> None:
+    import json  # noqa: PLC0415
+
+    from engine.sharded_checkpoint import consolidate  # noqa: PLC0415
+    from ssl_backbones import load_exported_encoder  # noqa: PLC0415
+
+    _launch(tmp_path, "--loop-worker")
+
+    def losses(run: str) -> list[float]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+    assert len(losses("ddp")) == 4
+    assert losses("fsdp_cut") == pytest.approx(losses("ddp"), rel=1e-5)  # 2 steps, resumed, 2 more
+    flat = torch.load(consolidate(tmp_path / "fsdp_cut" / "checkpoint_00000004.dcp", tmp_path / "c.pth"),
+                      weights_only=True)  # fmt: skip
+    assert flat["model"]["tokenizer.vocab"].shape[0] == 32  # the run's vocabulary, a buffer
+    encoder = load_exported_encoder(tmp_path / "fsdp_cut" / "encoder.safetensors")
+    for k, v in encoder.state_dict().items():  # the export holds the final, full weights
+        assert torch.equal(v, flat["model"][f"encoder.{k}"]), k
 
 
 @pytest.mark.slow
@@ -137,3 +185,5 @@ def test_method_under_fsdp_equals_ddp(results: dict, method: str) -> None:
 
 if __name__ == "__main__" and "--worker" in sys.argv:
     _worker(Path(sys.argv[sys.argv.index("--worker") + 1]))
+if __name__ == "__main__" and "--loop-worker" in sys.argv:
+    _loop_worker(Path(sys.argv[sys.argv.index("--loop-worker") + 1]))
