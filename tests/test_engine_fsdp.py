@@ -258,6 +258,25 @@ def test_bf16_fsdp_follows_bf16_ddp(runs: Path) -> None:
     assert json.loads((runs / "fsdp_bf16" / "config.json").read_text())["run"]["precision"] == "bf16"
 
 
+def test_incomplete_sharded_folders_are_skipped_and_killed_saves_removed(tmp_path: Path, caplog) -> None:
+    from engine.checkpoint import STATE_FILE, CheckpointError, CheckpointManager, find_resume_checkpoint  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    for step, files in ((2, (".metadata", STATE_FILE)), (4, (STATE_FILE,))):  # step 4 lost its metadata
+        (run / f"checkpoint_{step:08d}.dcp").mkdir(parents=True)
+        for f in files:
+            (run / f"checkpoint_{step:08d}.dcp" / f).write_bytes(b"x")
+    (run / ".checkpoint_00000006.dcp.tmp").mkdir()  # a save killed before its rename
+    assert find_resume_checkpoint("auto", run).name == "checkpoint_00000002.dcp"
+    assert "without .metadata" in caplog.text
+    with pytest.raises(CheckpointError, match="without .metadata"):
+        find_resume_checkpoint(str(run / "checkpoint_00000004.dcp"), run)
+    manager = CheckpointManager(run, sharded=True)
+    assert not (run / ".checkpoint_00000006.dcp.tmp").exists()
+    assert manager.path_for(8).name == "checkpoint_00000008.dcp" and manager.path_named("best").name == "best.dcp"
+    assert [p.name for p in manager.checkpoints()] == ["checkpoint_00000002.dcp", "checkpoint_00000004.dcp"]
+
+
 def _union_batch(step: int) -> dict:
     """Every micro-batch of every rank of update ``step`` (0-based): what one process must see."""
     data, items = ToyImages(), []
