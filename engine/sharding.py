@@ -41,7 +41,7 @@ from engine.distributed import DistInfo
 from engine.errors import ConfigError
 
 __all__ = [
-    "PARALLEL_MODES",
+    "check_fsdp_run",
     "transformer_blocks",
     "checkpoint_blocks",
     "compile_blocks",
@@ -54,7 +54,6 @@ __all__ = [
     "full_replica",
 ]
 
-PARALLEL_MODES = ("ddp", "fsdp")
 _BLOCK_LISTS = ("blocks", "decoder")  # ModuleList attribute names whose children are blocks
 
 
@@ -82,14 +81,24 @@ def compile_blocks(blocks: list[nn.Module]) -> None:
         block.forward = torch.compile(block.forward)
 
 
-def _mixed_precision(precision: str):
-    from torch.distributed.fsdp import MixedPrecisionPolicy  # noqa: PLC0415 - only FSDP runs need it
-
+def check_fsdp_run(precision: str) -> None:
+    """Refuse, before anything is built or written, an FSDP run that cannot start."""
+    if not torch.distributed.is_initialized():
+        raise ConfigError(
+            "run.parallel=fsdp needs a process group: launch with torchrun (e.g. torchrun "
+            "--nproc_per_node 8 ...), --nproc_per_node 1 included, or use run.parallel=ddp"
+        )
     if precision == "fp16":
         raise ConfigError(
             "run.parallel=fsdp does not support precision=fp16 (loss scaling of sharded gradients); "
             "use --set run.precision=bf16 (or fp32)"
         )
+
+
+def _mixed_precision(precision: str):
+    from torch.distributed.fsdp import MixedPrecisionPolicy  # noqa: PLC0415 - only FSDP runs need it
+
+    check_fsdp_run(precision)
     if precision == "bf16":
         return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     return MixedPrecisionPolicy()
@@ -114,11 +123,7 @@ def shard_model(model: nn.Module, info: DistInfo, precision: str) -> nn.Module:
     from torch.distributed.device_mesh import init_device_mesh  # noqa: PLC0415
     from torch.distributed.fsdp import fully_shard  # noqa: PLC0415
 
-    if not torch.distributed.is_initialized():
-        raise ConfigError(
-            "run.parallel=fsdp needs a process group: launch with torchrun (e.g. torchrun "
-            "--nproc_per_node 8 ...), --nproc_per_node 1 included, or use run.parallel=ddp"
-        )
+    check_fsdp_run(precision)
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     mp = _mixed_precision(precision)
     # Rank 0's initial weights everywhere, as DDP's constructor does: every rank seeds with

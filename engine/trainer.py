@@ -66,6 +66,7 @@ from engine.sampler import ResumableSampler
 from engine.schedules import LRSchedule, set_lr
 from engine.sharded_checkpoint import load_full, load_sharded, sharded_model_state
 from engine.sharding import (
+    check_fsdp_run,
     checkpoint_blocks,
     compile_blocks,
     full_replica,
@@ -244,6 +245,9 @@ class Trainer:
     def _setup(self) -> None:
         ctx = open_run(self.run, create=False)
         self.ctx = ctx
+        self.fsdp = getattr(self.run, "parallel", "ddp") == "fsdp"
+        if self.fsdp:
+            check_fsdp_run(ctx.precision)
         seed_everything(self.run.seed, ctx.info.rank)
         # The folder policy and the resume config check, before anything is built or written.
         ignore = (*RESUME_IGNORED_KEYS, "data.num_workers", *self.task.run_length_keys)
@@ -257,7 +261,6 @@ class Trainer:
         save_config(self.config, ctx.run_dir)
         self.scaler = make_grad_scaler(ctx.precision, ctx.device)
         self.skips = SkipBudget(s.max_skipped_fraction, s.min_seen)
-        self.fsdp = getattr(self.run, "parallel", "ddp") == "fsdp"
         self.ckpt = CheckpointManager(ctx.run_dir, keep_last=self.run.keep_last, sharded=self.fsdp)
         self.stop_at = min(s.total_steps, s.stop_at_step or s.total_steps)
         state, ctx.resume_state = ctx.resume_state, None  # free the memory; tasks read it in build()

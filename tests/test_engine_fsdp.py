@@ -277,6 +277,15 @@ def test_incomplete_sharded_folders_are_skipped_and_killed_saves_removed(tmp_pat
     assert [p.name for p in manager.checkpoints()] == ["checkpoint_00000002.dcp", "checkpoint_00000004.dcp"]
 
 
+def test_fsdp_without_torchrun_is_a_message_before_anything_is_written(tmp_path: Path) -> None:
+    from engine.config import ConfigError  # noqa: PLC0415
+
+    cfg = _config(tmp_path / "run", parallel="fsdp")
+    with pytest.raises(ConfigError, match=r"needs a process group: launch with torchrun"):
+        fit(ToyViTTask(cfg), cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def _union_batch(step: int) -> dict:
     """Every micro-batch of every rank of update ``step`` (0-based): what one process must see."""
     data, items = ToyImages(), []
