@@ -15,7 +15,8 @@ Decisions:
 - Mixed precision: ``bf16`` runs (``engine.precision``) keep fp32 master weights and optimizer
   state; FSDP gathers parameters in bf16 and reduce-scatters gradients in fp32
   (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``); autocast still wraps the step,
-  and the root does not cast the model's inputs (boxes and masks keep their dtype).
+  and the root does not cast the model's inputs (boxes and masks keep their dtype). Batch and
+  group norms are units of their own with fp32 weights (as under DDP's autocast).
   ``fp32`` has no policy. ``fp16`` (a GradScaler over DTensor grads) is refused.
 - Activation checkpointing and ``torch.compile`` replace each block's ``forward`` (an instance
   attribute), not the module, so names stay the same and FSDP's hooks stay outside the
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 from collections.abc import Iterator
 
@@ -54,7 +56,8 @@ __all__ = [
     "full_replica",
 ]
 
-_BLOCK_LISTS = ("blocks", "decoder")  # ModuleList attribute names whose children are blocks
+_BLOCK_LISTS = ("blocks", "decoder")
+_FP32_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)  # ModuleList attribute names whose children are blocks
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
@@ -107,8 +110,6 @@ def _mixed_precision(precision: str):
 def _root_policy(mp):
     """The root's policy leaves the model's inputs as they come (detection targets hold box
     coordinates that bf16 would round to 8 px at 1333); autocast casts what the layers compute on."""
-    import dataclasses  # noqa: PLC0415
-
     return dataclasses.replace(mp, cast_forward_inputs=False)
 
 
@@ -131,6 +132,12 @@ def shard_model(model: nn.Module, info: DistInfo, precision: str) -> nn.Module:
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             torch.distributed.broadcast(tensor, src=0)
+    if mp.param_dtype is not None:
+        # Batch / group norms keep fp32 weights, as under DDP's autocast (CPU autocast leaves
+        # batch_norm alone, which then refuses bf16 weights beside fp32 running statistics).
+        fp32 = _root_policy(dataclasses.replace(mp, param_dtype=None))
+        for norm in [m for m in model.modules() if isinstance(m, _FP32_NORMS)]:
+            fully_shard(norm, mesh=mesh, mp_policy=fp32)
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=_root_policy(mp))
