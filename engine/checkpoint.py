@@ -53,9 +53,14 @@ __all__ = [
     "LegacyPickleError",
     "CheckpointError",
     "checkpoint_problem",
+    "replace_dir",
+    "SHARDED_SUFFIX",
+    "STATE_FILE",
 ]
 
-_CKPT_RE = re.compile(r"^checkpoint_(\d+)\.pth$")
+_CKPT_RE = re.compile(r"^checkpoint_(\d+)\.(pth|dcp)$")  # a file, or a sharded (DCP) folder
+SHARDED_SUFFIX = ".dcp"
+STATE_FILE = "trainer_state.pth"  # a sharded checkpoint's non-tensor side (see engine.sharded_checkpoint)
 _TMP_RE = re.compile(r"^\..+\.tmp$")  # what atomic_save / _link_or_copy leave when killed mid-write
 _log = logging.getLogger("target_ssl")
 
@@ -134,6 +139,19 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     _fsync_dir(dst.parent)
 
 
+def replace_dir(tmp: Path, final: Path) -> Path:
+    """Rename the complete folder ``tmp`` to ``final`` (a sharded checkpoint), replacing an older
+    ``final``: that one is first renamed aside, so ``final`` is at every moment complete or absent."""
+    old = final.with_name(f".{final.name}.old.tmp")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def _numbered_checkpoints(run_dir: Path) -> list[Path]:
     """``checkpoint_{step}.pth`` files of ``run_dir``, oldest (lowest step) first."""
     if not run_dir.is_dir():
@@ -149,53 +167,74 @@ class CheckpointManager:
     link to, or copy of, the newest numbered one) and named ones from :meth:`save_named` (never
     rotated). Saving is a no-op returning None on ranks other than 0.
 
+    With ``sharded=True`` (FSDP) every rank calls the saves, which write folders
+    ``checkpoint_{step:08d}.dcp`` / ``{name}.dcp`` (see :mod:`engine.sharded_checkpoint`; no
+    ``last`` pointer: :meth:`latest` and ``--resume auto`` take the newest numbered one).
+
     Args:
         run_dir: output directory of the run.
         keep_last: how many numbered checkpoints to keep; 0 or None keeps all.
+        sharded: write sharded (DCP) checkpoints; ``state["model"]`` / ``state["optimizer"]`` are
+            then the DTensor state dicts of ``torch.distributed.checkpoint.state_dict.get_state_dict``.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, keep_last: int | None = 2) -> None:
+    def __init__(self, run_dir: str | os.PathLike, keep_last: int | None = 2, sharded: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.keep_last = keep_last
+        self.sharded = sharded
+        self.suffix = SHARDED_SUFFIX if sharded else ".pth"
         if get_rank() == 0:
             self.remove_stale_temp_files()
 
     def remove_stale_temp_files(self) -> list[Path]:
-        """Delete the ``.<name>.*.tmp`` files that saves killed mid-write left (rank 0 calls this
-        on opening, before it writes anything). Returns the removed paths."""
+        """Delete the ``.<name>.*.tmp`` files (and sharded folders) that saves killed mid-write left
+        (rank 0 calls this on opening, before it writes anything). Returns the removed paths."""
         if not self.run_dir.is_dir():
             return []
-        stale = sorted(p for p in self.run_dir.iterdir() if _TMP_RE.match(p.name) and p.is_file())
+        stale = sorted(p for p in self.run_dir.iterdir() if _TMP_RE.match(p.name))
         for p in stale:
-            _log.warning("removing %s, left by a save that was killed (%d bytes)", p, p.stat().st_size)
-            p.unlink(missing_ok=True)
+            _log.warning("removing %s, left by a save that was killed", p)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
         return stale
 
     def path_for(self, step: int) -> Path:
-        return self.run_dir / f"checkpoint_{int(step):08d}.pth"
+        return self.run_dir / f"checkpoint_{int(step):08d}{self.suffix}"
+
+    def path_named(self, name: str) -> Path:
+        return self.run_dir / f"{name.removesuffix('.pth')}{self.suffix}"
 
     def checkpoints(self) -> list[Path]:
         """Numbered checkpoints, oldest first."""
         return _numbered_checkpoints(self.run_dir)
 
+    def _write(self, state: dict, path: Path) -> Path | None:
+        if self.sharded:
+            from engine.sharded_checkpoint import save_sharded  # noqa: PLC0415 - it imports this module
+
+            return save_sharded(state, path)
+        return atomic_save(state, path) if get_rank() == 0 else None
+
     def save(self, state: dict, step: int) -> Path | None:
         """Write ``state`` as the checkpoint of ``step``, update ``last.pth``, prune old ones."""
-        if get_rank() != 0:
+        path = self._write(state, self.path_for(step))
+        if path is None:
             return None
-        path = atomic_save(state, self.path_for(step))
-        _link_or_copy(path, self.run_dir / "last.pth")
+        if not self.sharded:
+            _link_or_copy(path, self.run_dir / "last.pth")
         if self.keep_last:
             for old in self.checkpoints()[: -self.keep_last]:
-                old.unlink(missing_ok=True)
+                if old.is_dir():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink(missing_ok=True)
         return path
 
     def save_named(self, state: dict, name: str) -> Path | None:
         """Write ``{name}.pth`` (e.g. ``"final"``, ``"nonfinite"``); not rotated."""
-        if get_rank() != 0:
-            return None
-        if not name.endswith(".pth"):
-            name += ".pth"
-        return atomic_save(state, self.run_dir / name)
+        return self._write(state, self.path_named(name))
 
     def latest(self) -> Path | None:
         """Newest numbered checkpoint (each is complete thanks to atomic writes), else ``last.pth``."""
@@ -222,6 +261,9 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     only fails at load time, in :func:`load_checkpoint`, with a :class:`CheckpointError`.
     """
     path = Path(path)
+    if path.is_dir():
+        missing = [n for n in (".metadata", STATE_FILE) if not (path / n).is_file()]
+        return f"is a sharded checkpoint folder without {' and '.join(missing)}" if missing else None
     if not path.is_file():
         return "does not exist"
     with open(path, "rb") as f:
@@ -314,6 +356,8 @@ def load_checkpoint(
     problem = checkpoint_problem(path)
     if problem is not None:
         raise CheckpointError(f"checkpoint {str(path)!r} {problem}; {_EARLIER}")
+    if path.is_dir():  # sharded: the side file (its "model" holds the buffers only)
+        return load_checkpoint(path / STATE_FILE, allow_pickle, map_location)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

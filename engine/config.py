@@ -82,6 +82,11 @@ class RunConfig:
     checkpoint path. ``overwrite``: delete an earlier run in ``output_dir`` and start over (without
     it, or ``resume``, a folder holding another run is refused). ``allow_pickle`` permits legacy
     (non weights-only) checkpoint loading.
+
+    Past one GPU's memory (:mod:`engine.sharding`): ``parallel`` ``"ddp"`` (replicas) or
+    ``"fsdp"`` (FSDP2 per transformer block, sharded DCP checkpoints; needs torchrun);
+    ``activation_checkpointing`` recomputes each block's activations in backward; ``compile``
+    runs each block's forward through ``torch.compile``.
     """
 
     output_dir: str = "runs/default"
@@ -94,6 +99,9 @@ class RunConfig:
     resume: str | None = None
     overwrite: bool = False
     allow_pickle: bool = False
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    activation_checkpointing: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.log_every <= 0:

@@ -173,8 +173,11 @@ def build_adamw(
     groups = param_groups(model, weight_decay, layer_decay, num_layers, no_decay_names, prefix)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
-    # foreach (multi-tensor) AdamW is torch's default on CUDA; it also works on CPU.
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    # Fused AdamW (one kernel for all parameters) where every parameter is on CUDA; foreach
+    # (multi-tensor) elsewhere. Both stay valid after FSDP swaps the parameters for DTensors.
+    fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                             fused=fused or None)  # fmt: skip
 
 
 def clip_grad(params: Iterable[torch.Tensor], max_norm: float | None) -> torch.Tensor:
@@ -182,10 +185,15 @@ def clip_grad(params: Iterable[torch.Tensor], max_norm: float | None) -> torch.T
 
     With a GradScaler call ``scaler.unscale_(optimizer)`` first. Returns the total norm before
     clipping (a 0-dim tensor; inf/nan when a grad overflowed, which the scaler then skips).
+    Sharded (FSDP DTensor) gradients: the norm is reduced over every process's shards first, so it
+    is the same global norm DDP measures.
     """
     params = [p for p in params if p.grad is not None]
     if not params:
         return torch.zeros(())
-    if max_norm is None or max_norm <= 0:
-        return torch.nn.utils.get_total_norm([p.grad for p in params])
-    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    total = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if hasattr(total, "full_tensor"):  # a DTensor (partial sums per process) -> the global value
+        total = total.full_tensor()
+    if max_norm is not None and max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total

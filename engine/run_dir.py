@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from engine.checkpoint import find_resume_checkpoint, load_checkpoint
+from engine.checkpoint import STATE_FILE, find_resume_checkpoint, load_checkpoint
 from engine.config import ConfigError
 from engine.distributed import get_rank
 
@@ -38,16 +38,19 @@ __all__ = ["RunDirError", "RESUME_IGNORED_KEYS", "RUN_MARKERS", "config_differen
 _log = logging.getLogger("target_ssl")
 
 # Files whose presence means "a run lives here".
-RUN_MARKERS = ("config.json", "metrics.jsonl", "checkpoint_*.pth", "last.pth")
+RUN_MARKERS = ("config.json", "metrics.jsonl", "checkpoint_*.pth", "checkpoint_*.dcp", "last.pth")
 # What runs write, so what --overwrite deletes (files and folders); anything else is kept.
 RUN_FILES = RUN_MARKERS + (
-    "config.py", "*.pth", "encoder*.safetensors", "encoder*.json", "final_metrics.json", "metrics.json",
+    "config.py", "*.pth", "*.dcp", "encoder*.safetensors", "encoder*.json", "final_metrics.json", "metrics.json",
     "eval_results.json", "eval_metrics.json", "log.txt", "tb", "eval", ".*.tmp",
 )
 # Dotted config keys (fnmatch patterns) that may differ on resume: run length, output folder, and
 # how the resume itself was asked for.
 RESUME_IGNORED_KEYS = (
     "run.output_dir", "run.resume", "run.allow_pickle", "run.overwrite",
+    # How the run is laid out in memory, not what it computes: a sharded checkpoint may continue
+    # under DDP and the other way round.
+    "run.parallel", "run.activation_checkpointing", "run.compile",
     "schedule.epochs", "schedule.stop_at_step", "schedule.max_iters", "solver.iterations",
 )
 
@@ -104,6 +107,8 @@ def _check_writable(run_dir: Path) -> None:
 
 
 def _stored_config(path: Path, allow_pickle: bool) -> dict | None:
+    if path.is_dir():  # a sharded checkpoint: the config is in its side file
+        path = path / STATE_FILE
     try:  # memory-mapped: reads the small "config" entry without pulling in every tensor
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - legacy formats: the checked loader gives the right error

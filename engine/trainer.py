@@ -6,7 +6,9 @@ and optionally evaluates and finishes (e.g. exports the encoder). The :class:`Tr
 rest, the same for every task:
 
 - distributed setup (one process, or many under torchrun), seeding, precision (autocast, grad
-  scaler), DDP wrapping and buffer broadcast before evaluation;
+  scaler), DDP wrapping and buffer broadcast before evaluation; or, with ``run.parallel="fsdp"``,
+  FSDP2 sharding per transformer block with sharded (DCP) checkpoints (:mod:`engine.sharding`,
+  :mod:`engine.sharded_checkpoint`); per-block activation checkpointing and ``torch.compile``;
 - the step: LR schedule, gradient accumulation (DDP ``no_sync`` on all but the last micro-batch),
   clipping, the finite-loss guard (stops with ``nonfinite.pth`` and advice);
 - one skip budget for unreadable samples, checked every step across processes and saved in
@@ -62,6 +64,20 @@ from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.run_dir import RESUME_IGNORED_KEYS, prepare_run_dir
 from engine.sampler import ResumableSampler
 from engine.schedules import LRSchedule, set_lr
+from engine.sharded_checkpoint import load_full, load_sharded, sharded_model_state
+from engine.sharding import (
+    check_fsdp_run,
+    checkpoint_blocks,
+    compile_blocks,
+    full_replica,
+    is_sharded,
+    meta_replica,
+    no_grad_sync,
+    rebind_optimizer,
+    shard_model,
+    transformer_blocks,
+    unsharded,
+)
 from engine.skips import SkipBudget
 
 __all__ = ["RunContext", "TrainSetup", "Task", "Trainer", "RunInterrupted", "fit", "open_run", "RESULT_FILE"]
@@ -229,6 +245,9 @@ class Trainer:
     def _setup(self) -> None:
         ctx = open_run(self.run, create=False)
         self.ctx = ctx
+        self.fsdp = getattr(self.run, "parallel", "ddp") == "fsdp"
+        if self.fsdp:
+            check_fsdp_run(ctx.precision)
         seed_everything(self.run.seed, ctx.info.rank)
         # The folder policy and the resume config check, before anything is built or written.
         ignore = (*RESUME_IGNORED_KEYS, "data.num_workers", *self.task.run_length_keys)
@@ -242,29 +261,64 @@ class Trainer:
         save_config(self.config, ctx.run_dir)
         self.scaler = make_grad_scaler(ctx.precision, ctx.device)
         self.skips = SkipBudget(s.max_skipped_fraction, s.min_seen)
-        self.ckpt = CheckpointManager(ctx.run_dir, keep_last=self.run.keep_last)
+        self.ckpt = CheckpointManager(ctx.run_dir, keep_last=self.run.keep_last, sharded=self.fsdp)
         self.stop_at = min(s.total_steps, s.stop_at_step or s.total_steps)
-        if ctx.resume_state is not None:
-            self._restore(ctx.resume_state)
-        ctx.resume_state = None  # free the memory; tasks read it in build()
-        self.model = wrap_ddp(s.model, ctx.info, **s.ddp_kwargs)
+        state, ctx.resume_state = ctx.resume_state, None  # free the memory; tasks read it in build()
+        # Weights and optimizer state load before wrapping from an ordinary file, after sharding
+        # when either side is sharded (DCP reshards to any number of processes).
+        late = state is not None and (self.fsdp or ctx.resume_path.is_dir())
+        if state is not None:
+            self._restore(state, weights=not late)
+        self.model = self._wrap(s)
+        if late:
+            self._restore_weights(ctx.resume_path, state)
+        if state is not None:
+            restore_rng_state(state["rng"])  # last: after everything that draws random numbers
+            _log.info("resumed from %s at step %d", ctx.resume_path, self.step)
         self.params = [p for p in s.model.parameters() if p.requires_grad]
         # A resumed run drops what its predecessor logged after the checkpoint (all of it when it
         # died before its first one).
         self.logger = MetricLogger(ctx.run_dir, resume_step=self.step if self.run.resume else None)
 
-    def _restore(self, state: dict) -> None:
+    def _wrap(self, s: TrainSetup) -> nn.Module:
+        """DDP (or nothing) or FSDP around the task's model, after the run's per-block options."""
+        run, blocks = self.run, transformer_blocks(s.model)
+        ac, compiled = getattr(run, "activation_checkpointing", False), getattr(run, "compile", False)
+        if (ac or compiled) and not blocks:
+            _log.warning("run.activation_checkpointing / run.compile: %s has no transformer blocks; ignored",
+                         type(s.model).__name__)  # fmt: skip
+        if self.fsdp:
+            self.replica = meta_replica(s.model)  # no memory; filled at the end for the task's export
+        if ac:
+            checkpoint_blocks(blocks)
+        if compiled:
+            compile_blocks(blocks)
+        if not self.fsdp:
+            return wrap_ddp(s.model, self.ctx.info, **s.ddp_kwargs)
+        names = {id(p): n for n, p in s.model.named_parameters()}
+        model = shard_model(s.model, self.ctx.info, self.ctx.precision)
+        rebind_optimizer(s.optimizer, names, model)
+        return model
+
+    def _restore_weights(self, path: Path, state: dict) -> None:
+        core = unwrap_model(self.model)
+        if path.is_dir():
+            load_sharded(path, core, self.s.optimizer)
+        else:
+            load_full(state, core, self.s.optimizer)
+
+    def _restore(self, state: dict, weights: bool = True) -> None:
+        """Everything but the RNG (restored last, by the caller); ``weights``: also model and optimizer."""
         s = self.s
-        s.model.load_state_dict(state["model"])
-        s.optimizer.load_state_dict(state["optimizer"])
+        if weights:
+            s.model.load_state_dict(state["model"])
+            s.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         s.sampler.load_state_dict(state["sampler"])  # refuses another seed / dataset / world size
         self.skips.load_state_dict(state.get("skips", {}))
         self.best = dict(state.get("best", self.best))
         self.task.load_state_dict(state.get("task", {}))
         self.step = int(state["step"])
-        restore_rng_state(state["rng"])  # last: after everything that draws random numbers
-        _log.info("resumed from %s at step %d", self.ctx.resume_path, self.step)
 
     def state(self) -> dict[str, Any]:
         """The checkpoint of now. Every rank calls it at the same points (the RNG gather is a
@@ -272,9 +326,12 @@ class Trainer:
         s = self.s
         epoch, in_epoch = divmod(self.step, s.steps_per_epoch)
         s.sampler.set_epoch(epoch)
+        if self.fsdp:  # DCP state dicts of every rank's shards (and the buffers), by name
+            weights = sharded_model_state(unwrap_model(self.model), s.optimizer)
+        else:
+            weights = {"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict()}
         return {
-            "model": s.model.state_dict(),
-            "optimizer": s.optimizer.state_dict(),
+            **weights,
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "epoch": epoch,
@@ -352,7 +409,7 @@ class Trainer:
         for micro in range(s.accum_iter):
             batch = next(batches)
             last = micro == s.accum_iter - 1
-            with contextlib.nullcontext() if last else _no_sync(self.model):
+            with contextlib.nullcontext() if last else no_grad_sync(self.model):
                 with autocast(ctx.precision, ctx.device):
                     losses = self.task.step(self.model, batch, ctx)
                 values = self._reduce(losses, batch)
@@ -430,7 +487,8 @@ class Trainer:
         core = unwrap_model(self.model)
         broadcast_buffers(core)  # every process runs rank 0's model (the one its checkpoints hold)
         self.bar.clear()
-        metrics = self.task.evaluate(core, self.ctx, tag)
+        with unsharded(core):  # FSDP: every rank holds the full weights, shards may differ in size
+            metrics = self.task.evaluate(core, self.ctx, tag)
         core.train()
         if metrics is None:
             return False
@@ -451,7 +509,10 @@ class Trainer:
     # ---------------------------------------------------------------- the end
     def _finish(self, start: float) -> dict[str, Any]:
         finished = self.step >= self.s.total_steps
-        extra = self.task.on_end(unwrap_model(self.model), self.ctx, finished)
+        core = unwrap_model(self.model)
+        if is_sharded(core):  # the task exports from rank 0: hand it the full model there
+            core = full_replica(core, self.replica, self.ctx.info.is_main) or core
+        extra = self.task.on_end(core, self.ctx, finished)
         if self.skips.skipped:
             _log.warning("%d unreadable samples were skipped and replaced (examples: %s)",
                          self.skips.skipped, ", ".join(self.skips.examples[:3]))
@@ -467,7 +528,7 @@ class Trainer:
     def _result(self, seconds: float, extra: dict[str, Any]) -> dict[str, Any]:
         """The one result schema: the final evaluation's metrics, then the run's facts."""
         key = self.task.best_metric
-        best_path = self.ctx.run_dir / "best.pth"
+        best_path = self.ckpt.path_named("best")
         result: dict[str, Any] = dict(self.metrics)
         if key:
             result[f"best_{key}"] = self.best.get(key, self.best["value"])
@@ -491,8 +552,3 @@ class Trainer:
 def fit(task: Task, config: Any) -> dict[str, Any]:
     """Train ``task`` with ``config`` (which has ``run`` and ``optim`` sections); see :class:`Trainer`."""
     return Trainer(task, config).fit()
-
-
-def _no_sync(model: nn.Module):
-    """DDP's no_sync for accumulation micro-batches (a no-op context without DDP)."""
-    return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()

@@ -27,6 +27,7 @@ import torch.nn as nn
 from engine.benchmarking import benchmark_device, peak_tflops, print_table, time_steps, write_json
 from engine.optim import build_adamw
 from engine.precision import autocast, make_grad_scaler, resolve_precision
+from engine.sharding import checkpoint_blocks, compile_blocks, transformer_blocks
 
 from .config import DinoConfig, MaskConfig, ModelConfig
 from .methods import METHODS, build_encoder, build_masking, build_method, needs_tokenizer
@@ -47,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--local-size", type=int, default=None, help="DINO's local crop side (default 96 at 224, scaled)"
     )
     p.add_argument("--dino-out-dim", type=int, default=65536, help="DINO's prototypes")
+    p.add_argument("--activation-checkpointing", action="store_true", help="recompute each block in backward")
+    p.add_argument("--compile", action="store_true", help="torch.compile each block's forward")
 
 
 def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
@@ -139,6 +142,10 @@ def bench(
     dino = DinoConfig(out_dim=args.dino_out_dim, local_crops_number=args.local_crops)
     method = build_method(cfg, build_encoder(cfg, args.img_size), tokenizer, dino).to(device).train()
     optimizer = build_adamw(method, lr=1e-4, weight_decay=0.05)
+    if getattr(args, "activation_checkpointing", False):  # as run.activation_checkpointing / run.compile
+        checkpoint_blocks(transformer_blocks(method))
+    if getattr(args, "compile", False):
+        compile_blocks(transformer_blocks(method))
     scaler = make_grad_scaler(precision, device)
     local = (args.local_crops, args.local_size or local_size_for(args.img_size, cfg.patch_size))
     batch = synthetic_batch(method_name, args.batch_size, args.img_size, cfg.patch_size, device, local)
@@ -163,6 +170,8 @@ def bench(
         "img": args.img_size,
         "batch": args.batch_size,
         "precision": precision,
+        "act_ckpt": bool(getattr(args, "activation_checkpointing", False)),
+        "compile": bool(getattr(args, "compile", False)),
         "step_ms": 1000.0 * timing["step_s"],
         "img/s": args.batch_size / timing["step_s"],
         "peak_mem_MiB": timing["peak_mem_mib"],
