@@ -253,6 +253,9 @@ class Trainer:
         ignore = (*RESUME_IGNORED_KEYS, "data.num_workers", *self.task.run_length_keys)
         ctx.resume_path = prepare_run_dir(ctx.run_dir, self.run.resume, self.run.overwrite, self.requested,
                                           ignore=ignore, allow_pickle=self.run.allow_pickle)
+        # Every rank has checked the folder before rank 0 writes into it (config.json, log.txt):
+        # a slower rank would otherwise find rank 0's fresh files and refuse the run as a reused one.
+        barrier()
         if ctx.resume_path is not None:
             ctx.resume_state = load_checkpoint(ctx.resume_path, allow_pickle=self.run.allow_pickle)
         self.s = s = self.task.build(ctx)  # checks the data
