@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -15,20 +14,6 @@ def _demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("target_ssl_cache")
     os.environ["TARGET_SSL_CACHE"] = str(cache)
     return cache
-
-
-@pytest.fixture(autouse=True)
-def _restore_project_logger():
-    """Every training run installs the `target_ssl` logger's handlers and stops its propagation;
-    put them back after each test, so `caplog` sees the project's warnings whatever ran before."""
-    log = logging.getLogger("target_ssl")
-    propagate, handlers, level = log.propagate, list(log.handlers), log.level
-    yield
-    for h in log.handlers:
-        if h not in handlers:
-            h.close()
-    log.handlers[:] = handlers
-    log.propagate, log.level = propagate, level
 
 
 @pytest.fixture(scope="session")

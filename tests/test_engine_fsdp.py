@@ -258,7 +258,7 @@ def test_bf16_fsdp_follows_bf16_ddp(runs: Path) -> None:
     assert json.loads((runs / "fsdp_bf16" / "config.json").read_text())["run"]["precision"] == "bf16"
 
 
-def test_incomplete_sharded_folders_are_skipped_and_killed_saves_removed(tmp_path: Path, caplog) -> None:
+def test_incomplete_sharded_folders_are_skipped_and_killed_saves_removed(tmp_path: Path, ssl_log) -> None:
     from engine.checkpoint import STATE_FILE, CheckpointError, CheckpointManager, find_resume_checkpoint  # noqa: PLC0415
 
     run = tmp_path / "run"
@@ -268,7 +268,7 @@ def test_incomplete_sharded_folders_are_skipped_and_killed_saves_removed(tmp_pat
             (run / f"checkpoint_{step:08d}.dcp" / f).write_bytes(b"x")
     (run / ".checkpoint_00000006.dcp.tmp").mkdir()  # a save killed before its rename
     assert find_resume_checkpoint("auto", run).name == "checkpoint_00000002.dcp"
-    assert "without .metadata" in caplog.text
+    assert "without .metadata" in ssl_log.text
     with pytest.raises(CheckpointError, match="without .metadata"):
         find_resume_checkpoint(str(run / "checkpoint_00000004.dcp"), run)
     manager = CheckpointManager(run, sharded=True)
