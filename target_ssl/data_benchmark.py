@@ -97,7 +97,11 @@ def _pretrain_dataset(name: str, folder: Path, size: int) -> UnlabeledImages:
     cfg = default_config(method, "folder")
     root = str(_shards(folder) if name == "mae_wds" else folder / "images")
     kind = "wds" if name == "mae_wds" else "folder"
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=kind, root=root, img_size=size))
+    # The method's recipe for large data: the few generated JPEGs would otherwise select the
+    # small-data recipe (PIL colour jitter, blur), which is not what a user at scale runs.
+    augment = "mae" if method == "mae" else "default"
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=kind, root=root, img_size=size,
+                                                            augment=augment))
     ds = build_dataset(cfg)
     if name == "mae_scale_0.2":
         ds.transform = DraftCropTransform(size, (0.2, 1.0))

@@ -43,7 +43,8 @@ def e2e_config(args: argparse.Namespace, images: Path, out: Path) -> PretrainCon
     r = dataclasses.replace
     return r(
         cfg,
-        data=r(cfg.data, root=str(images), img_size=args.crop, num_workers=args.e2e_workers),
+        data=r(cfg.data, root=str(images), img_size=args.crop, num_workers=args.e2e_workers,
+               augment="mae" if args.e2e_method == "mae" else "default"),  # the large-data recipe
         # --e2e-depth also caps MAE's 8-block decoder: a tiny run is tiny throughout.
         model=r(cfg.model, arch=args.e2e_arch, depth=args.e2e_depth,
                 mae_decoder_depth=min(8, args.e2e_depth or 8)),
