@@ -25,7 +25,7 @@ ROWS = ("splitmask", "random_init")
 @pytest.mark.slow
 def test_tiny_demo_pipeline_end_to_end(tmp_path, capsys):
     demo = load_demo_module()
-    summary = demo.main(["--tiny", "--output-dir", str(tmp_path), "--seeds", "3"])
+    summary = demo.main(["--tiny", "--output-dir", str(tmp_path), "--seeds", "3", "--tracks", "det", "seg", "cls"])
     printed = capsys.readouterr().out
     # The demo's own log records every stage, not just its first lines.
     log = (tmp_path / "log.txt").read_text()
@@ -75,3 +75,9 @@ def test_tiny_demo_pipeline_end_to_end(tmp_path, capsys):
     for name in names:
         with Image.open(tmp_path / f"{name}.png") as im:
             assert min(im.size) > 200, name
+
+
+def test_default_tracks_leave_mask_rcnn_opt_in():
+    demo = load_demo_module()
+    assert demo.build_parser().parse_args([]).tracks == ["seg", "cls"]
+    assert demo.build_parser().parse_args(["--tracks", "det", "seg", "cls"]).tracks == ["det", "seg", "cls"]

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (REPO, REPO / "tools")]
 
 from target_ssl.demo import (  # noqa: E402, F401
+    DEFAULT_TRACKS,
     FULL,
     PRETRAIN_DATA,
     RANDOM,
