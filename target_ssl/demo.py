@@ -56,7 +56,7 @@ RANDOM = "random_init"
 TRACKS = ("det", "seg", "cls")
 # Mask R-CNN is opt-in (`--tracks det seg cls`): at the demo's budget it stays at its floor (1 box AP
 # from either initialisation, so its comparison measures noise) and takes a third of the time: the
-# default run is 9.5 minutes on the 2-core CPU instead of 16.5.
+# default run is about 9.5 minutes on the 2-core CPU (its stages' times) instead of 16:20 (measured).
 DEFAULT_TRACKS = ("seg", "cls")
 METHODS = ("splitmask", "beit", "mae", "dino")
 
