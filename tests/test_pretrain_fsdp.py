@@ -134,7 +134,7 @@ def _launch(out: Path, mode: str) -> None:
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("pretrain_fsdp")
     _launch(out, "--worker")
-    return torch.load(out / "results.pt", weights_only=False)
+    return torch.load(out / "results.pt", weights_only=True)
 
 
 @pytest.mark.slow
