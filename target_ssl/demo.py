@@ -321,13 +321,14 @@ def run_seed(args: argparse.Namespace, out: Path, seed: int) -> dict:
 
 
 def probe_rows(per_seed: dict) -> dict[str, dict[str, float]]:
-    """Per seed: {"<data>/<method> probe": {"score": encoder, ...}} as aggregate-able rows."""
+    """One seed's final probes as table rows: {method or random_init: {"probe <metric> (<data>)": score}}."""
     rows: dict[str, dict[str, float]] = {}
-    for name, p in per_seed["probe"].items():
+    for name, p in per_seed["probe"].items():  # name: "<data>/<method>"
         if p:
-            metric = p["metric"].split("/")[1]
-            rows.setdefault(name.split("/")[1], {})[f"probe {metric} ({name.split('/')[0]})"] = p["probe"]
-            rows.setdefault(RANDOM, {})[f"probe {metric} ({name.split('/')[0]})"] = p["probe_random"]
+            data, method = name.split("/")
+            column = f"probe {p['metric'].split('/')[1]} ({data})"
+            rows.setdefault(method, {})[column] = p["probe"]
+            rows.setdefault(RANDOM, {})[column] = p["probe_random"]
     return rows
 
 

@@ -61,7 +61,7 @@ def test_tiny_demo_pipeline_end_to_end(tmp_path, capsys):
     assert cls_cfg["model"]["weights"] == str(tmp_path / "pretrain_cls" / "encoder.safetensors")
 
     # The probe ran during each pretraining; the table's probe rows are its last records.
-    probe = summary["per_seed"]["3"]["probe"] if "3" in summary["per_seed"] else summary["per_seed"][3]["probe"]
+    probe = summary["per_seed"][3]["probe"]
     records = [json.loads(x) for x in (tmp_path / "pretrain_ade" / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in records if "val/probe/miou/block0" in r][-1]
     assert probe["ade/splitmask"]["probe"] == pytest.approx(last["val/probe/miou/block0"])
