@@ -4,9 +4,10 @@
 (3, size, size) tensor: the crop box is drawn by torchvision's `RandomResizedCrop.get_params` on the
 stored image's size (read from the header), so the crop distribution is torchvision's; then a JPEG is
 decoded at 1/2, 1/4 or 1/8 of its size (libjpeg DCT scaling, `engine.images.decode_rgb_tensor`)
-when the box still covers at least `size` x `size` decoded pixels (in full otherwise, by torchvision's
-`decode_jpeg`), and the box, mapped into decoded pixels, is resized to `size` by torch's uint8 antialiased bicubic (PIL's filter, to within one grey level, and
-about 2.5x faster than PIL's on one thread). Then the horizontal flip and the optional colour
+when the box still covers at least `size` x `size` decoded pixels (in full otherwise; libjpeg-turbo
+either way), and the box, mapped into decoded pixels, is resized to `size` by torch's uint8
+antialiased bicubic (PIL's filter, to within one grey level, and about 2.5x faster than PIL's on
+one thread). Then the horizontal flip and the optional colour
 augmentations run on the small uint8 tensor, which is the output: normalisation happens on the
 device (`pretrain.data.normalize_images`), so a batch crosses the bus as uint8.
 

@@ -93,21 +93,27 @@ class BlockMaskGenerator:
         self.log_aspect = (math.log(min_aspect), math.log(1.0 / min_aspect))
 
     def _place_block(self, mask: np.ndarray, budget: int, rng: np.random.Generator) -> MaskBlock | None:
-        """One round: up to 10 attempts to add a block masking 0 < new <= min(budget, max_block) patches."""
+        """One round: up to 10 attempts to add a block masking 0 < new <= min(budget, max_block) patches.
+
+        The round's uniforms come in one draw, (attempt, [area, aspect, top, left]): BEiT's per-attempt
+        draws at a third of the cost (numpy's scalar calls dominate on a 14 x 14 grid); an attempt
+        rejected before placing leaves its top / left unused.
+        """
         cap = min(budget, self.max_block)
-        for _ in range(self.attempts_per_block):
-            # a + (b - a) * U(0, 1): with b < a (budget below min_block) this samples [b, a], as
-            # Python's random.uniform does in the reference.
-            lo, hi = self.min_block, cap
-            area = lo + (hi - lo) * rng.random()
-            aspect = math.exp(rng.uniform(*self.log_aspect))
+        # a + (b - a) * U(0, 1): with b < a (budget below min_block) this samples [b, a], as
+        # Python's random.uniform does in the reference.
+        lo, hi = self.min_block, cap
+        log_lo, log_hi = self.log_aspect
+        for u_area, u_aspect, u_top, u_left in rng.random((self.attempts_per_block, 4)).tolist():
+            area = lo + (hi - lo) * u_area
+            aspect = math.exp(log_lo + (log_hi - log_lo) * u_aspect)
             h = int(round(math.sqrt(area * aspect)))
             w = int(round(math.sqrt(area / aspect)))
             if h < self.height and w < self.width:
-                top = int(rng.integers(0, self.height - h + 1))
-                left = int(rng.integers(0, self.width - w + 1))
+                top = int(u_top * (self.height - h + 1))  # uniform over 0..H - h
+                left = int(u_left * (self.width - w + 1))
                 window = mask[top : top + h, left : left + w]
-                new = h * w - int(window.sum())
+                new = h * w - int(np.count_nonzero(window))
                 if 0 < new <= cap:
                     window[...] = True
                     return MaskBlock(area, aspect, top, left, h, w, new, budget, cap)

@@ -6,9 +6,10 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFile
 
-from engine.images import UnreadableImageError, read_rgb, read_size
+from engine.images import UnreadableImageError, decode_rgb_tensor, read_rgb, read_size
 
 
 def _save(tmp_path, im: Image.Image, name: str, **kw) -> str:
@@ -114,3 +115,55 @@ def test_error_pickles():
 
     e = pickle.loads(pickle.dumps(UnreadableImageError("/x.jpg", "bad")))
     assert e.path == "/x.jpg" and e.reason == "bad" and "/x.jpg" in str(e)
+
+
+def _photo_jpeg(path, mode: str, size=(97, 70)) -> str:
+    """A noisy JPEG of `mode` (odd sizes: the partial last DCT block is where scaled decodes differ)."""
+    arr = np.random.default_rng(4).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).convert(mode).save(path, "JPEG", quality=90)
+    return str(path)
+
+
+def _pil_draft(path: str, factor: int) -> np.ndarray:
+    with Image.open(path) as im:
+        im.draft("RGB", (im.size[0] // factor, im.size[1] // factor))
+        return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_tensor_decode_gives_pils_pixels_in_full_and_drafted(tmp_path, mode):
+    # YCbCr and gray take libjpeg-turbo's own path (simplejpeg), CMYK PIL's: the pixels of both are
+    # PIL's, in full and at each DCT factor, and the scale is the factor itself.
+    path = _photo_jpeg(tmp_path / f"{mode}.jpg", mode)
+    full, scale = decode_rgb_tensor(path)
+    assert scale == 1.0 and full.dtype == torch.uint8
+    np.testing.assert_array_equal(full.permute(1, 2, 0).numpy(), read_rgb(path))
+    for factor in (2, 4, 8):
+        calls = []
+
+        def want(w: int, h: int, f: int = factor, seen: list = calls) -> tuple[int, int]:
+            seen.append((w, h))
+            return w // f, h // f
+
+        drafted, scale = decode_rgb_tensor(path, want)
+        assert calls == [(97, 70)] and scale == factor
+        np.testing.assert_array_equal(drafted.permute(1, 2, 0).numpy(), _pil_draft(path, factor))
+
+
+def test_tensor_decode_leaves_libjpeg_warnings_to_pil(tmp_path):
+    # Junk bytes before a marker: libjpeg warns (the fast path refuses), PIL decodes the file; the
+    # caller's `want` (which draws a crop box) still runs once.
+    data = _jpeg_bytes()
+    sos = data.index(b"\xff\xda")
+    path = tmp_path / "junk_before_sos.jpg"
+    path.write_bytes(data[:sos] + b"\x00\x01\x02" + data[sos:])
+    calls = []
+    image, scale = decode_rgb_tensor(path, lambda w, h: calls.append((w, h)) or None)
+    assert calls == [(64, 64)] and scale == 1.0
+    np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), read_rgb(path))
+    truncated = tmp_path / "t.jpg"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableImageError, match="t.jpg"):
+        decode_rgb_tensor(truncated)
+    with pytest.raises(UnreadableImageError, match="missing.jpg"):
+        decode_rgb_tensor(tmp_path / "missing.jpg")

@@ -64,12 +64,14 @@ def _reference_mask(
         remaining = target - count
         cap = min(remaining, max_block)
         added = 0
-        for _ in range(10):
-            area = min_block + (cap - min_block) * rng.random()
-            aspect = math.exp(rng.uniform(lo_log, hi_log))
+        draws = rng.random((10, 4))  # one round's uniforms: area, aspect, top, left per attempt
+        for attempt in range(10):
+            u = draws[attempt]
+            area = min_block + (cap - min_block) * u[0]
+            aspect = math.exp(lo_log + (hi_log - lo_log) * u[1])
             h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
             if h < height and w < width:
-                top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+                top, left = math.floor(u[2] * (height - h + 1)), math.floor(u[3] * (width - w + 1))
                 cells = [(i, j) for i in range(top, top + h) for j in range(left, left + w)]
                 new = sum(1 for i, j in cells if not mask[i, j])
                 if 0 < new <= (cap if cap_blocks else remaining):
