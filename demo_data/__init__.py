@@ -7,14 +7,14 @@ its cv2 / pycocotools drawing code; the dataset builders call :func:`ensure_demo
 Both sets are drawn procedurally from a seed, so the whole pipeline (pretraining, Mask R-CNN,
 UperNet, evaluation) runs offline in minutes on a CPU, and tests get real files in the real layouts.
 
-COCO part (``<root>/demo_coco``, :mod:`demo_data.coco`): six shape classes with COCO-like
-non-contiguous ids. The SHAPE decides the class; colour and texture (solid, stripes, checker, noise)
+COCO part (``<root>/demo_coco``, :mod:`demo_data.coco`): three shape classes (circle, square,
+triangle) with COCO-like non-contiguous ids (1, 3, 7). The SHAPE decides the class; colour and texture (solid, stripes, checker, noise)
 are drawn independently, so a detector has to learn shape and a self-supervised model sees
 structure shared across images. Objects are small / medium / large in COCO's sense (area < 32^2,
-< 96^2, >= 96^2), may leave the image, and occlude each other (later over earlier): every mask is
+< 96^2, >= 96^2; mostly medium and large, so a ViT/16 sees them as several patches), may leave the image, and occlude each other (later over earlier): every mask is
 the *visible* part and ``area`` is its pixel count. A segmentation is stored as a polygon when a
 polygon reproduces the visible mask exactly under pycocotools' rasteriser
-(:mod:`demo_data.shapes`), otherwise (rings, visible parts with holes) as compressed RLE. A few
+(:mod:`demo_data.shapes`), otherwise (visible parts with holes) as compressed RLE. A few
 ``iscrowd=1`` RLE regions cover clusters of small shapes, as COCO's crowds do, and some images are
 empty.
 

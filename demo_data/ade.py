@@ -22,6 +22,11 @@ from demo_data.drawing import (
 
 # ADE convention: label 0 = other / ignore, label i (1-based) = DEMO_ADE_CLASSES[i - 1].
 DEMO_ADE_CLASSES: tuple[str, ...] = ("sky", "building", "tree", "grass", "road", "water", "ball", "box")
+# Things: counts per image as numpy's integers(lo, hi) bounds, sizes as (pixels, fraction of the short
+# side). Generator version 1 drew 0-3 balls of radius 4 px..0.12 and 0-2 boxes of side 8 px..0.25:
+# 1-3 patches of a ViT/16 at 128 px, and UperNet kept both classes at 0 IoU at the demo's budget.
+BALLS_PER_IMAGE, BALL_RADIUS = (1, 5), (6.0, 0.22)
+BOXES_PER_IMAGE, BOX_SIDE = (1, 4), (12.0, 0.4)
 _ADE = {name: i + 1 for i, name in enumerate(DEMO_ADE_CLASSES)}
 
 
@@ -81,7 +86,7 @@ def _ade_textures(rng: np.random.Generator, h: int, w: int) -> dict[str, Callabl
 
 def _wooden_box(rng: np.random.Generator, h: int, w: int, base: float) -> tuple[np.ndarray, int, np.ndarray]:
     """A rotated box on the ground (below row `base`): (h, w) bool mask, its label, (h, w, 3) texture."""
-    side = rng.uniform(8.0, 0.25 * min(h, w))
+    side = rng.uniform(BOX_SIDE[0], BOX_SIDE[1] * min(h, w))
     rect = (
         (float(rng.uniform(0, w)), float(rng.uniform(base, h))),
         (side, side * rng.uniform(0.6, 1.4)),
@@ -149,15 +154,15 @@ def _ade_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         paint(mask.astype(bool), 0, object_texture(rng, "checker", h, w, c1, c1 * 0.5))
 
     # Things on the ground: shaded balls and wooden boxes.
-    for _ in range(int(rng.integers(0, 4))):
-        r = rng.uniform(4.0, 0.12 * min(h, w))
+    for _ in range(int(rng.integers(*BALLS_PER_IMAGE))):
+        r = rng.uniform(BALL_RADIUS[0], BALL_RADIUS[1] * min(h, w))
         cx, cy = rng.uniform(0, w), rng.uniform(base, h)
         d2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / r**2
         nz = np.sqrt(np.clip(1.0 - d2, 0.0, 1.0))
         light = np.clip((-0.5 * (xx - cx) / r - 0.5 * (yy - cy) / r + 0.7 * nz) / np.sqrt(0.99), 0.0, 1.0)
         colour = hsv(rng.uniform(), rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))
         paint(d2 < 1.0, _ADE["ball"], colour * (0.3 + 0.7 * light)[..., None])
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(*BOXES_PER_IMAGE))):
         paint(*_wooden_box(rng, h, w, base))
 
     # Half the images leave a thin unlabelled band along region borders, as ADE20k annotators do.

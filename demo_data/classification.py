@@ -1,6 +1,6 @@
 """Built-in classification demo data: one shape per image, the shape is the class, ImageFolder layout.
 
-`<root>/demo_cls/{train,val}/<shape>/NNNNNN.jpg` with the six shapes of the COCO demo set (circle,
+`<root>/demo_cls/{train,val}/<shape>/NNNNNN.jpg` with the six shapes the demo sets draw (circle,
 square, triangle, ring, star, ellipse). Colour, texture, size, rotation, position and background
 are drawn independently of the class, so a classifier has to learn shape. Drawn with the COCO
 demo's helpers (same textures and backgrounds); generated once, atomically, keyed by a marker, as
@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from demo_data.cache import _ensure
-from demo_data.coco import DEMO_COCO_CATEGORIES, _paint
+from demo_data.coco import DEMO_SHAPES, _paint
 from demo_data.drawing import coco_background, finish, write_jpeg
 from demo_data.shapes import place_shape, shape_mask, unit_shape
 
 __all__ = ["DEMO_CLS_CLASSES", "ensure_demo_cls"]
 
-DEMO_CLS_CLASSES: tuple[str, ...] = tuple(c["name"] for c in DEMO_COCO_CATEGORIES)
+DEMO_CLS_CLASSES: tuple[str, ...] = DEMO_SHAPES
 GENERATOR_VERSION = 1
 _SPLIT_CODES = {"train": 10, "val": 11}  # distinct from the COCO / ADE streams
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 # Bump when the drawn content or the layout changes: existing caches then regenerate.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: bigger, fewer COCO objects; bigger, more ADE balls and boxes
 IMAGE_SIDES = (128, 144, 160, 176, 192)  # every image side is one of these (non-square allowed)
 OBJECT_TEXTURES = ("solid", "stripes", "checker", "noise")
 JPEG_QUALITY = 95

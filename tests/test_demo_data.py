@@ -84,7 +84,7 @@ def test_coco_layout_and_schema(coco_small: Path, split: str, count: int):
     coco, _ = load(coco_small, split)
     data = coco.dataset
     assert set(data) >= {"info", "licenses", "images", "annotations", "categories"}
-    assert [c["id"] for c in data["categories"]] == [1, 2, 3, 5, 7, 9]  # non-contiguous, as COCO
+    assert [c["id"] for c in data["categories"]] == [1, 3, 7]  # non-contiguous, as COCO
     assert all(set(c) == {"id", "name", "supercategory"} for c in data["categories"])
     assert len(data["images"]) == count
     for img in data["images"]:
@@ -131,7 +131,7 @@ def test_coco_visible_masks_do_not_overlap(coco_small: Path, split: str):
         assert coverage.max() <= 1
 
 
-def test_coco_has_crowds_empty_images_all_sizes_and_both_formats(coco_small: Path):
+def test_coco_has_crowds_empty_images_all_sizes_and_both_formats(coco_small: Path, demo_coco: Path):
     coco, _ = load(coco_small, "train")
     anns = coco.dataset["annotations"]
     crowds = [a for a in anns if a["iscrowd"]]
@@ -142,7 +142,9 @@ def test_coco_has_crowds_empty_images_all_sizes_and_both_formats(coco_small: Pat
     things = [a["segmentation"] for a in anns if not a["iscrowd"]]
     polygons = [s for s in things if isinstance(s, list)]
     assert len(polygons) > len(things) / 2  # mostly polygons ...
-    assert any(isinstance(s, dict) for s in things)  # ... some RLE
+    # ... some RLE (visible parts with a hole: rare with few objects, so counted on the full set)
+    full = load(demo_coco, "train")[0].dataset["annotations"]
+    assert any(isinstance(a["segmentation"], dict) for a in full if not a["iscrowd"])
     assert any(len(s) > 1 for s in polygons)  # and objects split into several parts by occluders
     assert {a["category_id"] for a in anns} == {c["id"] for c in DEMO_COCO_CATEGORIES}
 
@@ -196,7 +198,7 @@ def test_coco_shape_decides_the_class(demo_coco: Path):
                 metrics = _shape_metrics(mask)
                 assert expect[name](metrics), (split, ann["id"], name, metrics)
                 checked[name] += 1
-    assert sum(checked.values()) >= 12 and len(checked) >= 5, checked
+    assert sum(checked.values()) >= 12 and len(checked) == len(DEMO_COCO_CATEGORIES), checked
 
 
 def test_coco_objects_stand_out_from_their_surroundings(coco_small: Path):
