@@ -1,15 +1,16 @@
-"""A distributed sampler whose order is a pure function of (seed, epoch), resumable mid-epoch."""
+"""A distributed sampler whose order is a pure function of (seed, epoch), resumable mid-epoch, and
+the index tagging that lets persistent loader workers follow the epoch."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from engine.distributed import get_rank, get_world_size
 
-__all__ = ["ResumableSampler"]
+__all__ = ["EPOCH_STRIDE", "EpochTaggedDataset", "EpochTaggedSampler", "ResumableSampler"]
 
 
 class ResumableSampler(Sampler[int]):
@@ -146,3 +147,51 @@ class ResumableSampler(Sampler[int]):
                 )
         self.set_epoch(int(state["epoch"]))
         self.start_index = int(state["start_index"])
+
+
+# Tagged index = epoch * EPOCH_STRIDE + index: above any index a sampler yields (repeat-factor
+# samplers yield i + k * N for copy k), so the tag never mixes with the index.
+EPOCH_STRIDE = 2**32
+
+
+class EpochTaggedSampler(Sampler[int]):
+    """``sampler``'s indices plus ``epoch * EPOCH_STRIDE``: the epoch travels inside each index.
+
+    Persistent DataLoader workers hold their own copy of the dataset, made once, so a
+    ``dataset.set_epoch`` in the main process never reaches them; an index tagged with its epoch
+    does (:class:`EpochTaggedDataset` unpacks it in the worker). Set :attr:`epoch` (and the wrapped
+    sampler's) before each new iterator.
+    """
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[int]:
+        offset = self.epoch * EPOCH_STRIDE
+        return (offset + int(i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class EpochTaggedDataset(Dataset):
+    """Index ``epoch * EPOCH_STRIDE + i`` -> ``dataset[i]`` after ``dataset.set_epoch(epoch)``.
+
+    The worker-side half of :class:`EpochTaggedSampler`: a sample depends on (seed, epoch, i) only
+    in every dataset of this project, so a persistent worker gives the same samples as a fresh one.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.epoch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        epoch, i = divmod(int(index), EPOCH_STRIDE)
+        if epoch != self.epoch:
+            self.dataset.set_epoch(epoch)
+            self.epoch = epoch
+        return self.dataset[i]

@@ -62,7 +62,7 @@ from engine.logging import MetricLogger, ThroughputMeter, format_seconds, json_s
 from engine.optim import clip_grad
 from engine.precision import autocast, make_grad_scaler, resolve_precision
 from engine.run_dir import RESUME_IGNORED_KEYS, prepare_run_dir
-from engine.sampler import ResumableSampler
+from engine.sampler import EpochTaggedDataset, EpochTaggedSampler, ResumableSampler
 from engine.schedules import LRSchedule, set_lr
 from engine.sharded_checkpoint import load_full, load_sharded, sharded_model_state
 from engine.sharding import (
@@ -240,6 +240,7 @@ class Trainer:
         self.checkpoint_path: Path | None = None
         self.requested = config_to_dict(config)  # what a resume is compared with
         self.last_loss = math.nan
+        self._data_loader: DataLoader | None = None  # made on the first epoch (`_loader`)
 
     # ---------------------------------------------------------------- set-up and resume
     def _setup(self) -> None:
@@ -374,6 +375,7 @@ class Trainer:
         finally:
             self.bar.close()
             self.logger.close()
+            self._data_loader = None  # its persistent workers exit with it
         return self._finish(start)
 
     def _epoch_batches(self, epoch: int, in_epoch: int) -> Iterator[dict]:
@@ -382,18 +384,34 @@ class Trainer:
         s.sampler.set_start_batch(in_epoch * s.accum_iter, s.batch_size)
         if hasattr(s.dataset, "set_epoch"):
             s.dataset.set_epoch(epoch)
-        loader = DataLoader(
-            s.dataset,
-            batch_size=s.batch_size,
-            sampler=s.sampler,
-            num_workers=s.num_workers,
-            collate_fn=s.collate_fn,
-            pin_memory=self.ctx.device.type == "cuda",
-            drop_last=True,
-            generator=s.sampler.loader_generator,  # keeps the global RNG untouched
-            worker_init_fn=s.worker_init_fn,
-        )
+        loader = self._loader()
+        if isinstance(loader.sampler, EpochTaggedSampler):
+            loader.sampler.epoch = epoch
         return iter(loader)
+
+    def _loader(self) -> DataLoader:
+        """The run's one DataLoader. With workers they persist across epochs (no fork, import and
+        prefetch start-up per epoch, which short epochs on small target sets pay every few steps),
+        and the epoch reaches them inside the indices (`engine.sampler.EpochTaggedSampler`)."""
+        if self._data_loader is None:
+            s = self.s
+            persistent = s.num_workers > 0
+            dataset, sampler = s.dataset, s.sampler
+            if persistent and hasattr(dataset, "set_epoch"):
+                dataset, sampler = EpochTaggedDataset(dataset), EpochTaggedSampler(sampler)
+            self._data_loader = DataLoader(
+                dataset,
+                batch_size=s.batch_size,
+                sampler=sampler,
+                num_workers=s.num_workers,
+                collate_fn=s.collate_fn,
+                pin_memory=self.ctx.device.type == "cuda",
+                drop_last=True,
+                generator=s.sampler.loader_generator,  # keeps the global RNG untouched
+                worker_init_fn=s.worker_init_fn,
+                persistent_workers=persistent,
+            )
+        return self._data_loader
 
     def _run_epoch(self, stop: Any) -> None:
         epoch, in_epoch = divmod(self.step, self.s.steps_per_epoch)

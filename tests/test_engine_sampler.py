@@ -96,3 +96,33 @@ def test_bad_arguments() -> None:
         ResumableSampler(10, rank=2, world_size=2)
     unshuffled = ResumableSampler(6, shuffle=False, rank=1, world_size=2)
     assert list(unshuffled) == [1, 3, 5]
+
+
+def test_epoch_tags_round_trip_through_the_worker_side_dataset() -> None:
+    from engine.sampler import EPOCH_STRIDE, EpochTaggedDataset, EpochTaggedSampler
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.epochs: list[int] = []
+
+        def __len__(self) -> int:
+            return 10
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epochs.append(epoch)
+
+        def __getitem__(self, i: int) -> tuple[int, int]:
+            return self.epochs[-1], i
+
+    base = ResumableSampler(10, shuffle=True, seed=3)
+    tagged, data = EpochTaggedSampler(base), EpochTaggedDataset(Recorder())
+    for epoch in (0, 1, 5):
+        base.set_epoch(epoch)
+        tagged.epoch = epoch
+        indices = list(tagged)
+        assert [k - epoch * EPOCH_STRIDE for k in indices] == list(base) and len(tagged) == len(base)
+        assert [data[k] for k in indices] == [(epoch, i) for i in base]
+    # Indices past the dataset length (a repeat-factor sampler's copy k of image i is i + k * N)
+    # keep their value and their epoch.
+    assert data[3 * EPOCH_STRIDE + 27] == (3, 27)
+    assert data.dataset.epochs == [0, 1, 5, 3]  # set once per epoch, not once per sample

@@ -222,3 +222,56 @@ def test_sigterm_writes_a_resumable_checkpoint_and_exits_for_requeue(tmp_path: P
     b = torch.load(reference["checkpoint"], weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are restored
+
+
+class EpochData(ToyData):
+    """ToyData whose sample also says which epoch's augmentation it got and which process made it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict:
+        return {**super().__getitem__(i), "index": i, "epoch": self.epoch, "pid": os.getpid()}
+
+
+class EpochTask(ToyTask):
+    """Three epochs of 8 steps; records each batch's indices, epochs and worker pids."""
+
+    def __init__(self, cfg: ToyConfig, workers: int) -> None:
+        super().__init__(cfg)
+        self.workers, self.seen = workers, []
+
+    def build(self, ctx: RunContext) -> TrainSetup:
+        setup = super().build(ctx)
+
+        def collate_tags(items: list[dict]) -> dict:
+            tags = {k: [it[k] for it in items] for k in ("index", "epoch", "pid")}
+            return {**collate(items), **tags}
+
+        return dataclasses.replace(setup, dataset=EpochData(), collate_fn=collate_tags, num_workers=self.workers)
+
+    def step(self, model, batch, ctx):
+        self.seen.append((batch["index"], batch["epoch"], batch["pid"]))
+        return super().step(model, batch, ctx)
+
+
+def test_persistent_workers_follow_the_epoch_and_give_the_in_process_batches(tmp_path: Path) -> None:
+    runs = {}
+    for workers in (0, 2):
+        cfg = dataclasses.replace(_cfg(tmp_path / f"w{workers}"), steps=24)
+        task = EpochTask(cfg, workers)
+        fit(task, cfg)
+        runs[workers] = task.seen
+    (inline, pooled) = runs[0], runs[2]
+    assert [s[0] for s in pooled] == [s[0] for s in inline]  # the same samples, batch by batch
+    for step, (_, epochs, _) in enumerate(pooled):
+        assert epochs == [step // 8] * 4  # every worker saw the epoch the main process is in
+    assert {p for _, _, pids in inline for p in pids} == {os.getpid()}
+    pids_per_epoch = [{p for _, _, pids in pooled[e * 8 : (e + 1) * 8] for p in pids} for e in range(3)]
+    assert len(pids_per_epoch[0]) == 2 and os.getpid() not in pids_per_epoch[0]
+    assert pids_per_epoch[1] == pids_per_epoch[0] == pids_per_epoch[2]  # the same two workers all run
+    assert _losses(tmp_path / "w0") == pytest.approx(_losses(tmp_path / "w2"), abs=1e-6)
