@@ -14,6 +14,8 @@ version-1 demo data (6 classes, 40% of objects under 32^2 px); 6.9 with mostly m
 objects; 9.4 with 3 classes; 12.2 at lr 1e-3 (8.8 at 2e-3); 13.2 with the fixed 160 px policy.
 Longer schedules flatten: 16.2 at 264 steps and 15.0 at 396 (lr 3e-4, multi-scale crops), 16.7 at
 264 steps with this recipe, 18.7 at 288 steps with 4x the training images.
+The demo (132 steps, 3 seeds): box AP50 10.2 ± 2.3 from random init, 11.1 ± 0.39 from the demo's
+SplitMask encoder (box AP 3.2 / 4.2, mask AP 2.3 / 3.1).
 The demo data is generated when the dataset is first built (seconds, no download), not on load.
 """
 
