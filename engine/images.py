@@ -166,9 +166,9 @@ def decode_rgb_tensor(
 
     A JPEG in YCbCr, RGB or gray goes through libjpeg-turbo directly (``simplejpeg``: its header
     without PIL, the full or 1/2, 1/4, 1/8 decode straight into an array, the same pixels as PIL's
-    and ``draft``'s, 15-25% faster than PIL or ``torchvision.io.decode_jpeg``); any other file, and
-    a JPEG libjpeg warns about (PIL then decodes it or names why not), through :func:`decode_rgb`.
-    ``want`` is called exactly once.
+    and ``draft``'s; on 640x480 photos 12% faster than ``torchvision.io.decode_jpeg``, 25% than
+    PIL). Any other file, and a JPEG libjpeg warns about (PIL then decodes it or names why not),
+    goes through :func:`decode_rgb`. ``want`` is called exactly once.
     """
     label = name if name is not None else str(source)
     _check_truncation_policy()
