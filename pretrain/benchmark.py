@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,33 @@ def synthetic_batch(
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def training_step(
+    method: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    batch: dict[str, torch.Tensor],
+    precision: str,
+    device: torch.device,
+) -> Callable[[], None]:
+    """One full training step of `method` on the fixed `batch`, as a closure to time: forward under
+    autocast, backward through the scaler, DINO's before / after-update hooks, the optimizer step."""
+
+    def step() -> None:
+        with autocast(precision, device):
+            loss = method(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        if hasattr(method, "before_update"):  # DINO: weight-decay schedule (step 1: prototypes train)
+            method.before_update(1, 2, 1, optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+        if hasattr(method, "after_update"):  # DINO: the teacher's EMA
+            method.after_update(1, 2, 1)
+
+    return step
+
+
 def bench(
     method_name: str, arch: str, args: argparse.Namespace, device: torch.device, precision: str
 ) -> dict:
@@ -150,19 +178,7 @@ def bench(
     local = (args.local_crops, args.local_size or local_size_for(args.img_size, cfg.patch_size))
     batch = synthetic_batch(method_name, args.batch_size, args.img_size, cfg.patch_size, device, local)
 
-    def step() -> None:
-        with autocast(precision, device):
-            loss = method(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        if hasattr(method, "before_update"):  # DINO: weight-decay schedule (step 1: prototypes train)
-            method.before_update(1, 2, 1, optimizer)
-        scaler.step(optimizer)
-        scaler.update()
-        if hasattr(method, "after_update"):  # DINO: the teacher's EMA
-            method.after_update(1, 2, 1)
-
+    step = training_step(method, optimizer, scaler, batch, precision, device)
     timing = time_steps(step, device, warmup=args.warmup, iters=args.iters)
     row: dict[str, Any] = {
         "method": method_name,

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 
 from engine.benchmarking import benchmark_device, print_table, time_steps
 from engine.optim import build_adamw
-from engine.precision import autocast, make_grad_scaler, resolve_precision
-from pretrain.benchmark import synthetic_batch
+from engine.precision import make_grad_scaler, resolve_precision
+from pretrain.benchmark import synthetic_batch, training_step
 from pretrain.config import PretrainConfig, default_config
 from pretrain.data import collate
 from pretrain.loop import build_dataset, train
@@ -78,15 +78,7 @@ def model_rate(cfg: PretrainConfig, device: torch.device, precision: str, iters:
     local = (cfg.dino.local_crops_number, cfg.dino.local_crop_size)
     b = cfg.schedule.batch_size
     batch = synthetic_batch(cfg.model.method, b, cfg.data.img_size, cfg.model.patch_size, device, local)
-
-    def step() -> None:
-        with autocast(precision, device):
-            loss = method(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
+    step = training_step(method, optimizer, scaler, batch, precision, device)
     return b / time_steps(step, device, warmup=2, iters=iters)["step_s"]
 
 
