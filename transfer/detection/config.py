@@ -58,7 +58,11 @@ class ModelConfig:
         mask_head_channels: channels of the four 3x3 convs (and deconv) of the mask head (256).
         rpn_batch_size: anchors sampled per image for the RPN loss (256).
         roi_batch_size: proposals sampled per image for the box / mask losses (512).
-        The last four only change for small experiments (the CPU demo); real configs keep the
+        roi_positive_fraction: at most this share of those proposals are objects (0.25).
+        rpn_pre_nms_top_n, rpn_post_nms_top_n: (training, evaluation) proposals per pyramid level
+            before the RPN's NMS, and per image after it (torchvision: (2000, 1000) both); images
+            with a few objects need far fewer, and the NMS is a sixth of a CPU demo step.
+        The last seven only change for small experiments (the CPU demo); real configs keep the
         standard Mask R-CNN values.
         layer_scale: layer-scale init of the encoder blocks (None = no layer scale; BEiT
             checkpoints carry layer-scale weights, so BEiT configs set 0.1).
@@ -97,6 +101,9 @@ class ModelConfig:
     mask_head_channels: int = 256
     rpn_batch_size: int = 256
     roi_batch_size: int = 512
+    roi_positive_fraction: float = 0.25
+    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000)
+    rpn_post_nms_top_n: tuple[int, int] = (2000, 1000)
     layer_scale: float | None = None
     embed_dim: int | None = None
     depth: int | None = None
@@ -133,6 +140,13 @@ class ModelConfig:
             )
         if self.fed_loss_classes <= 0:
             raise ConfigError(f"model.fed_loss_classes must be positive, got {self.fed_loss_classes}")
+        if not 0.0 < self.roi_positive_fraction <= 1.0:
+            raise ConfigError(f"model.roi_positive_fraction must be in (0, 1], got {self.roi_positive_fraction}")
+        if min(*self.rpn_pre_nms_top_n, *self.rpn_post_nms_top_n) < 1:
+            raise ConfigError(
+                f"model.rpn_pre_nms_top_n / rpn_post_nms_top_n need two positive counts (training, evaluation), "
+                f"got {self.rpn_pre_nms_top_n} / {self.rpn_post_nms_top_n}"
+            )
         if len(self.anchor_sizes) != 5:
             raise ConfigError(f"model.anchor_sizes needs one size per level (5: strides 4..64), got {self.anchor_sizes}")
         if self.out_indices is not None and len(self.out_indices) != 4:
@@ -159,6 +173,10 @@ class DataConfig:
         lsj: ViTDet's large-scale jitter: resize to `lsj_scale` x `lsj_size`, fixed `lsj_size`
             square crop, padded.
         fixed: flip and one short-side size (`train_sizes[-1]`), e.g. for quick runs.
+    `class_agnostic`: train one "object" class (every category is label 1) and score with
+    COCOeval's `useCats=0`, where a box matches ground truth of any category: localisation and
+    masks without classification, e.g. for proposals, or for a schedule too short to tell the
+    classes apart (the CPU demo). COCO / custom layouts only.
     `max_skipped_fraction`: training stops with an error once more than this fraction of the
     images read so far (and more than 10) could not be decoded.
     Evaluation images are resized by the model to short side `test_size` (long side <=
@@ -181,6 +199,7 @@ class DataConfig:
     test_size: int = 800
     test_max_size: int = 1333
     filter_empty: bool = True
+    class_agnostic: bool = False
     repeat_factor_threshold: float | None = None
     num_workers: int = 4
     max_skipped_fraction: float = 0.01
@@ -190,6 +209,8 @@ class DataConfig:
             raise ConfigError("data.train_sizes must list at least one short-side size")
         if self.crop_size[0] > self.crop_size[1]:
             raise ConfigError(f"data.crop_size must be (min, max), got {self.crop_size}")
+        if self.class_agnostic and self.kind == "lvis":
+            raise ConfigError("data.class_agnostic is for COCO / custom layouts: LVIS's federated evaluation needs its classes")
         if self.repeat_factor_threshold is not None and not self.repeat_factor_threshold > 0:
             raise ConfigError(f"data.repeat_factor_threshold must be positive or None, got {self.repeat_factor_threshold}")
 

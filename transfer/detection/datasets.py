@@ -312,6 +312,7 @@ class CocoInstances(Dataset):
         filter_empty: drop training images without a usable (non-crowd, >= 1 px) annotation.
         max_images: keep only the first N images (quick evaluation).
         seed: base seed of the training augmentation.
+        class_agnostic: every category becomes label 1, one "object" class (`DataConfig.class_agnostic`).
 
     A training sample's augmentation is drawn from torch's RNG seeded by (seed, epoch, index) (see
     `set_epoch`), so it depends only on what is sampled, not on the worker that loads it or on
@@ -328,6 +329,7 @@ class CocoInstances(Dataset):
         filter_empty: bool = True,
         max_images: int | None = None,
         seed: int = 0,
+        class_agnostic: bool = False,
     ) -> None:
         self.files = files
         self.train = train
@@ -337,8 +339,14 @@ class CocoInstances(Dataset):
         self.data = load_coco_json(files.ann_file)
         self.coco = coco_api(self.data)
         self.cat_ids: list[int] = sorted(c["id"] for c in self.data["categories"])
-        self.cat_id_to_label = {cid: i + 1 for i, cid in enumerate(self.cat_ids)}
-        self.label_to_cat_id = {i + 1: cid for i, cid in enumerate(self.cat_ids)}
+        self.class_agnostic = class_agnostic
+        if class_agnostic:
+            # Results then carry the first category id; the evaluator matches across categories.
+            self.cat_id_to_label = dict.fromkeys(self.cat_ids, 1)
+            self.label_to_cat_id = {1: self.cat_ids[0]} if self.cat_ids else {}
+        else:
+            self.cat_id_to_label = {cid: i + 1 for i, cid in enumerate(self.cat_ids)}
+            self.label_to_cat_id = {i + 1: cid for i, cid in enumerate(self.cat_ids)}
         ids = sorted(self.coco.imgs)
         if train and filter_empty:
             ids = [i for i in ids if any(self._usable(a) for a in self.coco.imgToAnns.get(i, []))]
@@ -353,7 +361,14 @@ class CocoInstances(Dataset):
 
     @property
     def num_classes(self) -> int:
-        return len(self.cat_ids)
+        return 1 if self.class_agnostic else len(self.cat_ids)
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        """Contiguous label -> category name ("object" for the one class-agnostic label)."""
+        if self.class_agnostic:
+            return {1: "object"}
+        return {label: self.coco.cats[cid]["name"] for label, cid in self.label_to_cat_id.items()}
 
     def set_epoch(self, epoch: int) -> None:
         """Select epoch `epoch`'s augmentations (call before creating the loader's iterator)."""

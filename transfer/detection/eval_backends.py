@@ -105,11 +105,12 @@ def load_ground_truth(kind: str, backend: str, gt_file: str | Path, coco: COCO) 
 
 
 def _faster_eval(gt: Any, dets: list[dict], iou_type: str, img_ids: Sequence[int] | None,
-                 max_dets: list[int], lvis: bool) -> Any:
+                 max_dets: list[int], lvis: bool, use_cats: bool = True) -> Any:
     from faster_coco_eval import COCOeval_faster
 
     ev = COCOeval_faster(gt, gt.loadRes(copy.deepcopy(dets)), iou_type, lvis_style=lvis, print_function=_quiet)
     ev.params.maxDets = max_dets
+    ev.params.useCats = int(use_cats)
     if img_ids is not None:
         ev.params.imgIds = sorted(img_ids)
     ev.evaluate()
@@ -119,14 +120,16 @@ def _faster_eval(gt: Any, dets: list[dict], iou_type: str, img_ids: Sequence[int
 
 
 def coco_stats(gt: COCO, dets: list[dict], iou_type: str, img_ids: Sequence[int] | None,
-               max_dets: int, backend: str) -> list[float]:
-    """The 12 COCOeval statistics (`COCO_STATS`) of `dets` (non-empty COCO results) against `gt`."""
+               max_dets: int, backend: str, use_cats: bool = True) -> list[float]:
+    """The 12 COCOeval statistics (`COCO_STATS`) of `dets` (non-empty COCO results) against `gt`;
+    `use_cats=False` matches detections to ground truth of any category (COCOeval's `useCats=0`)."""
     if resolve_backend(backend) == "faster_coco_eval":
-        ev = _faster_eval(_faster_gt_of(gt), dets, iou_type, img_ids, [1, 10, max_dets], lvis=False)
+        ev = _faster_eval(_faster_gt_of(gt), dets, iou_type, img_ids, [1, 10, max_dets], lvis=False, use_cats=use_cats)
         return [float(v) for v in ev.stats[:12]]
     with contextlib.redirect_stdout(io.StringIO()) as captured:
         ev = COCOeval(gt, gt.loadRes(copy.deepcopy(dets)), iou_type)
         ev.params.maxDets = [1, 10, max_dets]
+        ev.params.useCats = int(use_cats)
         if img_ids is not None:
             ev.params.imgIds = sorted(img_ids)
         ev.evaluate()

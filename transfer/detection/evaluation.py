@@ -107,6 +107,7 @@ def coco_evaluate(
     img_ids: Sequence[int] | None = None,
     max_dets: int = 100,
     backend: str = "pycocotools",
+    use_cats: bool = True,
 ) -> dict[str, float]:
     """COCO AP / AP50 / AP75 / APs / APm / APl (percent) per IoU type.
 
@@ -116,6 +117,8 @@ def coco_evaluate(
         img_ids: evaluate on these images only (default: every image of `gt`).
         max_dets: detections per image considered (the last of COCOeval's maxDets).
         backend: "pycocotools", "faster_coco_eval" or "auto" (see `eval_backends`).
+        use_cats: match detections to ground truth of their own category (False: of any category,
+            COCOeval's `useCats=0`).
     """
     metrics: dict[str, float] = {}
     for iou_type in iou_types:
@@ -124,7 +127,7 @@ def coco_evaluate(
             # No detection at all: precision is undefined, AP is 0 wherever there is ground truth.
             metrics.update({f"{iou_type}_{k}": 0.0 for k in COCO_METRICS})
             continue
-        stats = coco_stats(gt, dets, iou_type, img_ids, max_dets, backend)
+        stats = coco_stats(gt, dets, iou_type, img_ids, max_dets, backend, use_cats=use_cats)
         metrics.update({f"{iou_type}_{k}": v for k, v in zip(COCO_METRICS, _percent(stats[:6]))})
     return metrics
 
@@ -186,6 +189,8 @@ class DetectionEvaluator:
         iou_types: ("bbox", "segm").
         backend: "auto" | "pycocotools" | "faster_coco_eval" (resolved now: a named backend that
             is not installed is a ConfigError before any inference runs).
+        class_agnostic: score with COCOeval's `useCats=0`: a detection matches ground truth of any
+            category (COCO layouts only; the labels come from a class-agnostic `CocoInstances`).
     """
 
     def __init__(
@@ -197,8 +202,12 @@ class DetectionEvaluator:
         max_dets: int = 100,
         iou_types: Sequence[str] = ("bbox", "segm"),
         backend: str = "pycocotools",
+        class_agnostic: bool = False,
     ) -> None:
+        if class_agnostic and kind == "lvis":
+            raise ValueError("class-agnostic scoring is for COCO layouts; LVIS's federated evaluation needs the classes")
         self.kind = kind
+        self.class_agnostic = class_agnostic
         self.backend = resolve_backend(backend)
         self.gt = gt
         self.ann_file = Path(ann_file)
@@ -246,7 +255,8 @@ class DetectionEvaluator:
             metrics = lvis_evaluate(self.ann_file, results, self.iou_types, img_ids, self.max_dets,
                                     gt=self._lvis_gt, backend=self.backend)
         else:
-            metrics = coco_evaluate(self.gt, results, self.iou_types, img_ids, self.max_dets, backend=self.backend)
+            metrics = coco_evaluate(self.gt, results, self.iou_types, img_ids, self.max_dets, backend=self.backend,
+                                    use_cats=not self.class_agnostic)
         metrics["num_images"] = len(img_ids)
         metrics["skipped_images"] = skipped
         if skipped:

@@ -44,7 +44,8 @@ _log = logging.getLogger("target_ssl")
 
 def build_datasets(cfg: DetConfig, train: bool = True) -> tuple[CocoInstances | None, CocoInstances]:
     """(train set or None, validation set) of `cfg.data`; checks that both share the categories."""
-    val_ds = CocoInstances(resolve_split(cfg.data, "val"), train=False, max_images=cfg.eval.max_images)
+    val_ds = CocoInstances(resolve_split(cfg.data, "val"), train=False, max_images=cfg.eval.max_images,
+                           class_agnostic=cfg.data.class_agnostic)
     if not train:
         return None, val_ds
     train_ds = CocoInstances(
@@ -53,6 +54,7 @@ def build_datasets(cfg: DetConfig, train: bool = True) -> tuple[CocoInstances | 
         transforms=build_train_transforms(cfg.data),
         filter_empty=cfg.data.filter_empty,
         seed=cfg.run.seed,
+        class_agnostic=cfg.data.class_agnostic,
     )
     check_same_categories(train_ds, val_ds)
     return train_ds, val_ds
@@ -130,6 +132,7 @@ def _evaluate_model(
         val_ds.label_to_cat_id,
         max_dets=cfg.eval.detections_per_image,
         backend=cfg.eval.backend,
+        class_agnostic=cfg.data.class_agnostic,
     )
     run_inference(model, _val_loader(cfg, val_ds, ctx.info), evaluator, ctx.device, ctx.precision, desc=tag)
     metrics = evaluator.evaluate(ctx.run_dir / "eval", tag=tag, save_results=save_results)

@@ -81,14 +81,14 @@ def save_predictions_figure(
     from .datasets import CocoInstances, resolve_split
     from .model import build_mask_rcnn
 
-    val = CocoInstances(resolve_split(cfg.data, "val"), train=False)
+    val = CocoInstances(resolve_split(cfg.data, "val"), train=False, class_agnostic=cfg.data.class_agnostic)
     model = build_mask_rcnn(
         dataclasses.replace(cfg.model, weights=None), val.num_classes,
         test_size=cfg.data.test_size, test_max_size=cfg.data.test_max_size,
     )
     model.load_state_dict(load_checkpoint(checkpoint, allow_pickle=cfg.run.allow_pickle)["model"])
     model.eval()
-    names = {label: val.coco.cats[cat]["name"] for cat, label in val.cat_id_to_label.items()}
+    names = val.class_names
     rows = []
     for img_id in val.ids:
         if len(rows) == num_images:
