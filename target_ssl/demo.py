@@ -1,7 +1,7 @@
 """The whole paper on the built-in demo data, from images to a results table, in one command.
 
-    target-ssl-demo                            # UperNet + classifier, about 9.5 minutes on a 2-core CPU
-    target-ssl-demo --tracks det seg cls       # adds Mask R-CNN (about 15.5 minutes)
+    target-ssl-demo                            # UperNet + classifier, 5-8 minutes on a 2-core CPU
+    target-ssl-demo --tracks det seg cls       # adds Mask R-CNN (9-16 minutes)
     target-ssl-demo --seeds 0 1 2              # mean +- std over seeds and whether gains beat seed noise
     target-ssl-demo --tracks cls --methods splitmask dino --seeds 0 1 2   # the paper's DAE vs JE question
     python tools/demo.py --tiny                # from a checkout: the same flags
@@ -55,8 +55,8 @@ from transfer.segmentation.visualize import save_predictions_figure as save_seg_
 RANDOM = "random_init"
 TRACKS = ("det", "seg", "cls")
 # Mask R-CNN is opt-in (`--tracks det seg cls`): its track (COCO pretraining and two fine-tunings,
-# about 6 minutes on the 2-core CPU) would take the default run (about 9.5 minutes) past 15 minutes
-# on the slower machines of that kind.
+# 3:25 on the faster 2-core CPUs, up to ~6 minutes on the slower ones) would take the default run
+# (5:15 there, up to ~9.5 minutes) close to 15 minutes on the slower machines of that kind.
 DEFAULT_TRACKS = ("seg", "cls")
 METHODS = ("splitmask", "beit", "mae", "dino")
 
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "table gives mean +- std and whether each gain beats seed noise")
     p.add_argument("--seed", type=int, dest="seeds", action="store", help=argparse.SUPPRESS)  # older spelling
     p.add_argument("--tracks", nargs="+", choices=TRACKS, default=list(DEFAULT_TRACKS),
-                   help="which transfers to run (default seg cls; det adds Mask R-CNN, about 6 minutes on a CPU)")
+                   help="which transfers to run (default seg cls; det adds Mask R-CNN, 3.5-6 minutes on a CPU)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["splitmask"],
                    help="pretraining methods, one row each (equal budgets)")
     for name, help_text in (("pretrain-epochs", "pretraining epochs over each track's training images"),

@@ -70,6 +70,13 @@ def test_tiny_demo_pipeline_end_to_end(tmp_path, capsys):
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(summary))
     text = (tmp_path / "results.md").read_text()
     assert text.startswith("## Fine-tuning") and "one seed: no verdict" in text
+    # The demo's Mask R-CNN is class-agnostic: one label trained, every result under one category id,
+    # and the table says so.
+    det_cfg = json.loads((tmp_path / "det_random_init" / "config.json").read_text())
+    assert det_cfg["data"]["class_agnostic"] is True
+    det_results = json.loads((tmp_path / "det_random_init" / "eval" / "final_results.json").read_text())
+    assert len({r["category_id"] for r in det_results}) <= 1
+    assert "class-agnostic" in text
     names = ["pretrain_loss", "det_loss", "seg_loss", "cls_loss", "splitmask_split", "probe_ade_splitmask"]
     names += [f"{kind}_{init}" for kind in ("detections", "segmentation") for init in ROWS]
     for name in names:
