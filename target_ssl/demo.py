@@ -150,16 +150,17 @@ def run_pretraining(cfg) -> dict:
     return pretrain(cfg, build_monitor(cfg))
 
 
-def _det_config():
-    return load_config("demo_mask_rcnn_vit_tiny.py", [Path(det_configs.__file__).parent])
+def demo_config(kind: str):
+    """The shipped demo config of `kind` ("det" / "seg"), before the demo's overrides."""
+    name, package = {"det": ("demo_mask_rcnn_vit_tiny.py", det_configs),
+                     "seg": ("demo_upernet_vit_tiny.py", seg_configs)}[kind]
+    return load_config(name, [Path(package.__file__).parent])
 
 
 def transfer_config(kind: str, init: str, encoder: Path | None, args: argparse.Namespace, out: Path, seed: int):
     """The demo config of `kind` ("det" / "seg") for one initialisation, under the fair protocol:
     budgets equal, and random init without layer decay (the paper's scratch recipe)."""
-    name, package = {"det": ("demo_mask_rcnn_vit_tiny.py", det_configs),
-                     "seg": ("demo_upernet_vit_tiny.py", seg_configs)}[kind]
-    cfg = load_config(name, [Path(package.__file__).parent])
+    cfg = demo_config(kind)
     budget = f"solver.epochs={args.det_epochs}" if kind == "det" else f"solver.iterations={args.seg_iters}"
     overrides = [
         f"model.weights={encoder if encoder else 'None'}", f"run.seed={seed}", f"run.device={args.device}",
@@ -346,7 +347,7 @@ def write_results(out: Path, args: argparse.Namespace, budget: Budget, per_seed:
              f"iterations, classifier {budget.cls_epochs} epochs; fair protocol: pretrained rows with layer decay, "
              f"random init without (the paper's scratch recipe); AP, mIoU and top-1 in percent on the demo "
              f"validation splits; mean ± sample std over seeds; wall time {format_seconds(wall)}")
-    if "det" in args.tracks and _det_config().data.class_agnostic:
+    if "det" in args.tracks and demo_config("det").data.class_agnostic:
         notes += ("\n\nMask R-CNN is trained and scored class-agnostic (`data.class_agnostic`): one 'object' "
                   "class, box and mask AP matching ground truth of any category, since 132 CPU steps do not "
                   "teach a ViT-tiny the three shapes (see the README's detection sizing).")
